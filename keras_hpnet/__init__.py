@@ -1,0 +1,25 @@
+"""keras-hpnet: pedestrian re-identification and attribute recognition.
+
+Networks (HA-CNN, HAT-CNN, HydraPlus-Net, M-net) are built with
+:func:`keras_hpnet.build_model`. Sub-packages that need no TensorFlow
+(`keras_hpnet.metrics`, `keras_hpnet.metadata`) import without it: this module
+loads TensorFlow/Keras only when a model-related name is first used.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_model": ("keras_hpnet.models", "build_model"),
+    "available_models": ("keras_hpnet.models", "available_models"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'keras_hpnet' has no attribute {name!r}")
