@@ -1,0 +1,1 @@
+"""Edge runtime: LiteRT only, never TensorFlow."""

@@ -1,0 +1,1 @@
+"""Export: SavedModel for TF-Serving, TFLite for edge devices, serving clients."""

@@ -1,0 +1,1 @@
+"""Training and evaluation entry points: python -m training.fit / training.evaluate."""
