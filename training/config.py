@@ -1,0 +1,182 @@
+"""The resolved configuration of one training run.
+
+`training.fit` turns absl flags into a :class:`TrainConfig` with
+:func:`resolve_config` (per-dataset presets fill what the user left unset) and
+checks it with :func:`validate_config` BEFORE TensorFlow builds anything, so a
+bad flag or data directory fails in a second with a message naming it.
+The training library (`training.loop`) takes the config object, never flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+MODELS = ("hacnn", "hatcnn", "hpnet", "mnet", "tiny")
+DATASETS = ("synthetic", "market1501", "dukemtmc", "pa100k", "custom")
+STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
+OPTIMIZERS = ("sgd", "adam")
+ATTRIBUTE_WEIGHTINGS = ("auto", "none", "ratio")
+HPNET_STAGES = ("end_to_end", "stagewise")
+
+
+class ConfigError(ValueError):
+    """A flag or a path is wrong; the message names it."""
+
+
+# Paper recipe (HA-CNN / HAT-CNN on Market-1501, architectures.md): SGD
+# momentum 0.9, lr 0.03, weight decay 5e-4, batch 32, 300 epochs, lr x0.1 at
+# 150 and 225, label smoothing 0.1, flip + crop. The synthetic preset is that
+# recipe scaled to the embedded dataset and the 10-minute CPU budget.
+PAPER = dict(
+    epochs=300, batch_size=32, lr=0.03, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+    lr_milestones=(0.5, 0.75), lr_decay=0.1, warmup_epochs=0, label_smoothing=0.1,
+    triplet_weight=0.0, pk=0,
+)
+PRESETS = {
+    "market1501": dict(PAPER),
+    "dukemtmc": dict(PAPER),
+    "custom": dict(PAPER, epochs=120),
+    # HP-Net on PA-100K: attribute-only, weighted BCE; shorter schedule.
+    "pa100k": dict(PAPER, epochs=60, lr=0.01),
+    "synthetic": dict(
+        PAPER, epochs=8, batch_size=32, lr=0.06, warmup_epochs=1, lr_milestones=(0.75,),
+        triplet_weight=0.0, pk=0,
+    ),
+}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "hatcnn"
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    out_dir: str | None = None
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 0.03
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple = (0.5, 0.75)  # fractions of the run
+    lr_decay: float = 0.1
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.1
+    triplet_weight: float = 0.0
+    triplet_margin: float = 0.3
+    pk: int = 0  # K images per identity in a batch (P x K sampling); 0 = random batches
+    attribute_weight: float = 1.0
+    attribute_weighting: str = "auto"  # auto: positive-ratio weighted for attribute-only datasets
+    strategy: str = "auto"
+    seed: int = 0
+    checkpoint_every: int = 200  # steps; also at each epoch end
+    keep_checkpoints: int = 2
+    max_steps: int = 0  # stop after this many global steps (0 = no limit)
+    steps_per_epoch: int = 0  # 0 = len(train) // batch_size
+    input_height: int = 0  # 0 = the model's default
+    input_width: int = 0
+    eval_batch_size: int = 64
+    evaluate: bool = True
+    hpnet_training: str = "end_to_end"
+    synthetic_ids: int = 0  # 0 = the generator's default sizes
+    synthetic_cameras: int = 0
+    synthetic_images_per_camera: int = 0
+    num_classes: int = 0  # filled from the dataset
+    attribute_names: list = dataclasses.field(default_factory=list)  # filled from the dataset
+    embedding_dim: int = 0  # filled from the model
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["lr_milestones"] = list(self.lr_milestones)
+        return json.dumps(d, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        cfg.lr_milestones = tuple(cfg.lr_milestones)
+        return cfg
+
+    @property
+    def synthetic_sizes(self) -> dict:
+        sizes = {}
+        if self.synthetic_ids:
+            sizes["num_ids"] = self.synthetic_ids
+        if self.synthetic_cameras:
+            sizes["num_cameras"] = self.synthetic_cameras
+        if self.synthetic_images_per_camera:
+            sizes["images_per_camera"] = self.synthetic_images_per_camera
+        return sizes
+
+
+def resolve_config(overrides: dict) -> TrainConfig:
+    """Defaults < dataset preset < explicitly given values (None = not given)."""
+    dataset = overrides.get("dataset") or "synthetic"
+    if dataset not in DATASETS:
+        raise ConfigError(f"--dataset={dataset!r}: must be one of {', '.join(DATASETS)}")
+    values = dict(PRESETS[dataset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["dataset"] = dataset
+    if "lr_milestones" in values:
+        values["lr_milestones"] = tuple(float(m) for m in values["lr_milestones"])
+    cfg = TrainConfig.from_dict(values)
+    if not cfg.out_dir:
+        cfg.out_dir = os.path.join("runs", f"{cfg.model}-{cfg.dataset}")
+    return cfg
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise ConfigError(f"--{name}={value!r}: must be one of {', '.join(allowed)}")
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Cheap checks of every flag and of the data directory (no TensorFlow)."""
+    _choice("model", cfg.model, MODELS)
+    _choice("dataset", cfg.dataset, DATASETS)
+    _choice("strategy", cfg.strategy, STRATEGIES)
+    _choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    _choice("attribute_weighting", cfg.attribute_weighting, ATTRIBUTE_WEIGHTINGS)
+    _choice("hpnet_training", cfg.hpnet_training, HPNET_STAGES)
+    positive = ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "keep_checkpoints")
+    for name in positive:
+        if int(getattr(cfg, name)) < 1:
+            raise ConfigError(f"--{name}={getattr(cfg, name)}: must be >= 1")
+    non_negative = ("max_steps", "steps_per_epoch", "input_height", "input_width", "pk",
+                    "warmup_epochs", "synthetic_ids", "synthetic_cameras", "synthetic_images_per_camera",
+                    "triplet_weight", "attribute_weight", "weight_decay", "momentum", "triplet_margin")
+    for name in non_negative:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name}={getattr(cfg, name)}: must be >= 0")
+    if not cfg.lr > 0:
+        raise ConfigError(f"--lr={cfg.lr}: must be > 0")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ConfigError(f"--label_smoothing={cfg.label_smoothing}: must be in [0, 1)")
+    if not 0 < cfg.lr_decay <= 1:
+        raise ConfigError(f"--lr_decay={cfg.lr_decay}: must be in (0, 1]")
+    if any(not 0 < m < 1 for m in cfg.lr_milestones) or list(cfg.lr_milestones) != sorted(cfg.lr_milestones):
+        raise ConfigError(f"--lr_milestones={list(cfg.lr_milestones)}: increasing fractions of the run in (0, 1)")
+    if bool(cfg.input_height) != bool(cfg.input_width):
+        raise ConfigError("--input_height and --input_width must be given together")
+    if cfg.model in ("hacnn", "hatcnn") and cfg.input_height and (cfg.input_height, cfg.input_width) != (160, 64):
+        raise ConfigError(f"--input_height/--input_width: {cfg.model} has a fixed 160x64 input")
+    if cfg.pk:
+        if cfg.pk < 2:
+            raise ConfigError(f"--pk={cfg.pk}: K images per identity must be >= 2 (or 0 for random batches)")
+        if cfg.batch_size % cfg.pk:
+            raise ConfigError(f"--pk={cfg.pk}: must divide --batch_size={cfg.batch_size}")
+    if cfg.triplet_weight > 0 and not cfg.pk:
+        raise ConfigError("--triplet_weight > 0 needs P x K batches: set --pk (e.g. 4)")
+    if cfg.dataset == "pa100k" and cfg.triplet_weight > 0:
+        raise ConfigError("--triplet_weight: pa100k has no identities")
+    if cfg.dataset == "synthetic":
+        if cfg.data_dir and os.path.exists(cfg.data_dir) and not os.path.isdir(cfg.data_dir):
+            raise ConfigError(f"--data_dir={cfg.data_dir}: exists and is not a directory")
+    else:
+        if not cfg.data_dir:
+            raise ConfigError(f"--data_dir is required for --dataset={cfg.dataset}")
+        if not os.path.isdir(cfg.data_dir):
+            raise ConfigError(f"--data_dir={cfg.data_dir}: no such directory")
+    if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
+        raise ConfigError(f"--out_dir={cfg.out_dir}: exists and is not a directory")

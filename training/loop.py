@@ -1,0 +1,361 @@
+"""One custom training loop for every tf.distribute strategy.
+
+Keras 3 ``model.fit`` fails under ``MultiWorkerMirroredStrategy``
+(keras-team/keras#20585), so training runs ``strategy.run`` on a distributed
+dataset inside a ``tf.function`` step; the same code runs under the default
+strategy, ``MirroredStrategy`` and ``MultiWorkerMirroredStrategy``.
+
+- Losses are per-example vectors averaged over the GLOBAL batch
+  (``tf.nn.compute_average_loss``); Keras optimizers all-reduce (sum) the
+  gradients of the replicas, so every replica applies the same update.
+- Each input pipeline (one per worker) builds its own shard of an epoch from
+  ``dataset_fn(input_context, epoch)``: deterministic in (seed, epoch), so the
+  data position of a checkpoint is just (epoch, step in epoch) and a resumed
+  run skips the batches already seen.
+- Checkpoints (model, optimizer incl. its iteration count and so the LR
+  schedule position, global step) are written every ``checkpoint_every`` steps
+  and at each epoch end: the files are written first, then the pointer
+  ``checkpoints/latest.json`` is replaced atomically, so a kill at any moment
+  leaves the previous checkpoint usable. Under multi-worker training every
+  worker writes (saving may need collectives) but only the chief writes into
+  ``out_dir``; the others write to a temporary directory that is removed.
+- A non-finite loss stops training with :class:`NonFiniteLossError`; no
+  checkpoint is written after it, so the last good one stays the latest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from keras_hpnet.fileio import write_text_atomic
+
+LATEST = "latest.json"
+
+
+def _scalar_metadata():
+    from tensorflow.core.framework import summary_pb2
+
+    md = summary_pb2.SummaryMetadata()
+    md.plugin_data.plugin_name = "scalars"  # what TensorBoard's scalar dashboard reads
+    return md
+
+
+def write_scalar(tag, value, step):
+    """A TensorBoard scalar without the `tensorboard` package (tf.summary.scalar needs it)."""
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=_scalar_metadata())
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """Create the distribution strategy. Call before any other TensorFlow use
+    (MultiWorkerMirroredStrategy sets up collective ops on the eager context).
+
+    ``auto``: multi-worker when ``TF_CONFIG`` names more than one task, mirrored
+    over all GPUs when there are several, else the default strategy.
+    """
+    if name == "auto":
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        n_tasks = sum(len(v) for v in tf_config.get("cluster", {}).values())
+        if n_tasks > 1:
+            name = "multi_worker"
+        elif len(tf.config.list_physical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            return tf.distribute.get_strategy()
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    raise ValueError(f"unknown strategy {name!r}")
+
+
+def is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+class CheckpointStore:
+    """Atomic checkpoints in ``directory`` with a ``latest.json`` pointer."""
+
+    def __init__(self, checkpoint: tf.train.Checkpoint, directory: str, *, chief=True, keep=2):
+        self.checkpoint = checkpoint
+        self.directory = directory
+        self.chief = chief
+        self.keep = keep
+
+    def latest(self):
+        """(prefix, info dict) of the latest complete checkpoint, or None."""
+        pointer = os.path.join(self.directory, LATEST)
+        if not os.path.exists(pointer):
+            return None
+        with open(pointer, encoding="utf-8") as f:
+            info = json.load(f)
+        prefix = os.path.join(self.directory, info["prefix"])
+        if not os.path.exists(prefix + ".index"):
+            raise FileNotFoundError(f"{pointer} points to {prefix} but its .index file is missing")
+        return prefix, info
+
+    def restore(self):
+        found = self.latest()
+        if found is None:
+            return None
+        prefix, info = found
+        self.checkpoint.read(prefix).assert_existing_objects_matched()
+        return info
+
+    def save(self, step: int, **info) -> None:
+        name = f"ckpt-{step:08d}"
+        if not self.chief:
+            tmp = tempfile.mkdtemp(prefix="keras_hpnet-worker-ckpt-")
+            try:
+                self.checkpoint.write(os.path.join(tmp, name))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        self.checkpoint.write(os.path.join(self.directory, name))
+        write_text_atomic(
+            os.path.join(self.directory, LATEST), json.dumps({"prefix": name, "step": step, **info}, indent=1)
+        )
+        self._prune(keep_name=name)
+
+    def _prune(self, keep_name):
+        names = sorted({f.split(".")[0] for f in os.listdir(self.directory) if f.startswith("ckpt-")})
+        for old in [n for n in names if n != keep_name][: max(0, len(names) - self.keep)]:
+            for f in os.listdir(self.directory):
+                if f.split(".")[0] == old:
+                    os.unlink(os.path.join(self.directory, f))
+
+
+class History:
+    """history.csv: one row per epoch, rewritten atomically (survives resume)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.rows = []
+        if path and os.path.exists(path):
+            with open(path, newline="", encoding="utf-8") as f:
+                self.rows = list(csv.DictReader(f))
+
+    def add(self, row: dict):
+        self.rows = [r for r in self.rows if int(r["epoch"]) != int(row["epoch"])] + [row]
+        if not self.path:
+            return
+        keys = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomic(self.path, buf.getvalue())
+
+
+class Trainer:
+    """The training loop.
+
+    Args:
+      strategy: the tf.distribute strategy; ``model`` and ``optimizer`` must
+        have been created under its scope.
+      model: a model following the model contract.
+      optimizer: a Keras optimizer.
+      loss_fn: ``loss_fn(outputs, labels) -> {name: per-example loss [n]}``;
+        the total loss is their sum.
+      dataset_fn: ``dataset_fn(input_context, epoch) -> tf.data.Dataset`` of
+        ``(images, labels)`` batched with the PER-REPLICA batch size,
+        deterministic for a given epoch.
+      per_replica_batch_size: that batch size (for images/s).
+      steps_per_epoch, epochs: the schedule.
+      out_dir: run directory (checkpoints/, history.csv, logs/), or None for
+        no files at all.
+      checkpoint_every: steps between checkpoints (also at each epoch end).
+      max_steps: stop after this global step (0 = no limit); used to cut runs.
+      verbose: 1 = progress bar on the chief.
+    """
+
+    def __init__(self, *, strategy, model, optimizer, loss_fn, dataset_fn, per_replica_batch_size,
+                 steps_per_epoch, epochs,
+                 out_dir=None, checkpoint_every=200, keep_checkpoints=2, max_steps=0, verbose=1,
+                 summary_every=10):
+        self.strategy = strategy
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.dataset_fn = dataset_fn
+        self.per_replica_batch_size = int(per_replica_batch_size)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs = int(epochs)
+        self.out_dir = out_dir
+        self.checkpoint_every = int(checkpoint_every)
+        self.max_steps = int(max_steps)
+        self.verbose = verbose
+        self.summary_every = summary_every
+        self.chief = is_chief(strategy)
+        if self.steps_per_epoch < 1:
+            raise ValueError("steps_per_epoch must be >= 1 (is the training split smaller than one batch?)")
+        with strategy.scope():
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            optimizer.build(model.trainable_variables)
+        self._synced = [v for v in model.non_trainable_variables
+                        if v.dtype in ("float32", "float16", "bfloat16", "float64")]
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step)
+        self.store = None
+        self.history = History(None)
+        self.writer = tf.summary.create_noop_writer()
+        if out_dir:
+            self.store = CheckpointStore(self.checkpoint, os.path.join(out_dir, "checkpoints"),
+                                         chief=self.chief, keep=keep_checkpoints)
+            if self.chief:
+                self.history = History(os.path.join(out_dir, "history.csv"))
+                self.writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "train"))
+        self._train_step = tf.function(self._step)
+        self.resumed_from = None
+
+    # -- one step ---------------------------------------------------------
+    def _replica_step(self, images, labels):
+        with tf.GradientTape() as tape:
+            outputs = self.model(images, training=True)
+            terms = self.loss_fn(outputs, labels)
+            scaled = {k: tf.nn.compute_average_loss(tf.cast(v, tf.float32)) for k, v in terms.items()}
+            loss = tf.add_n(list(scaled.values()))
+            if self.model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+        variables = self.model.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self._sync_replica_state()
+        return loss, scaled
+
+    def _sync_replica_state(self):
+        """Average BatchNorm moving statistics over replicas.
+
+        Keras 3 creates them as MirroredVariables with aggregation NONE and each
+        replica assigns its own batch statistics, so replicas (and workers)
+        silently drift apart; averaging after every step keeps them identical
+        (the same value a synchronized update of the moving averages gives).
+        """
+        if self.strategy.num_replicas_in_sync == 1 or not self._synced:
+            return
+        ctx = tf.distribute.get_replica_context()
+        values = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [v.value for v in self._synced])
+        for v, value in zip(self._synced, values):
+            v.assign(value)
+
+    def _step(self, iterator):
+        images, labels = next(iterator)
+        loss, terms = self.strategy.run(self._replica_step, args=(images, labels))
+        reduce = lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None)  # noqa: E731
+        return reduce(loss), {k: reduce(v) for k, v in terms.items()}
+
+    # -- data ---------------------------------------------------------------
+    def _epoch_iterator(self, epoch, skip_steps):
+        def fn(ctx):
+            ds = self.dataset_fn(ctx, epoch).repeat()
+            local_replicas = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+            if skip_steps:
+                ds = ds.skip(skip_steps * local_replicas)
+            return ds
+
+        return iter(self.strategy.distribute_datasets_from_function(fn))
+
+    def current_lr(self):
+        lr = self.optimizer.learning_rate
+        return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+    # -- the loop ---------------------------------------------------------
+    def fit(self):
+        """Train (resuming from the latest checkpoint if any); returns the history rows."""
+        import keras
+
+        if self.store is not None:
+            info = self.store.restore()
+            if info is not None:
+                if info.get("steps_per_epoch", self.steps_per_epoch) != self.steps_per_epoch:
+                    raise ValueError(
+                        f"{self.store.directory}: checkpoint made with steps_per_epoch={info['steps_per_epoch']}, "
+                        f"this run has {self.steps_per_epoch}; use a new --out_dir")
+                self.resumed_from = int(self.step.numpy())
+                if self.verbose and self.chief:
+                    print(f"Resuming from {info['prefix']} (step {self.resumed_from}, "
+                          f"epoch {self.resumed_from // self.steps_per_epoch + 1})", flush=True)
+        total = self.epochs * self.steps_per_epoch
+        if self.max_steps:
+            total = min(total, self.max_steps)
+        global_batch = self.per_replica_batch_size * self.strategy.num_replicas_in_sync
+        step = int(self.step.numpy())
+        while step < total:
+            epoch, in_epoch = divmod(step, self.steps_per_epoch)
+            iterator = self._epoch_iterator(epoch, in_epoch)
+            end = min((epoch + 1) * self.steps_per_epoch, total)
+            bar = None
+            if self.verbose and self.chief:
+                print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
+                bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["lr", "img/s"])
+                if in_epoch:
+                    bar.update(in_epoch)
+            sums, n, t_epoch, images_seen = {}, 0, time.perf_counter(), 0
+            while step < end:
+                t0 = time.perf_counter()
+                loss, terms = self._train_step(iterator)
+                loss = float(loss)
+                if not np.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {loss} at step {step + 1} (epoch {epoch + 1}); training stopped. "
+                        "The last good checkpoint is kept"
+                        + (f" in {self.store.directory}" if self.store else "")
+                        + ". Try a lower --lr.")
+                step += 1
+                self.step.assign(step)
+                dt = time.perf_counter() - t0
+                images_seen += global_batch
+                values = {"loss": loss, **{k: float(v) for k, v in terms.items()}}
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+                lr = self.current_lr()
+                if bar is not None:
+                    bar.update(step - epoch * self.steps_per_epoch,
+                               [*values.items(), ("lr", lr), ("img/s", global_batch / max(dt, 1e-9))])
+                if step % self.summary_every == 0:
+                    with self.writer.as_default(step=step):
+                        for k, v in values.items():
+                            write_scalar(f"loss/{k}" if k != "loss" else "loss", v, step)
+                        write_scalar("lr", lr, step)
+                if self.store and step % self.checkpoint_every == 0 and step < end:
+                    self._save(step)
+            if self.store:
+                self._save(step)
+            elapsed = time.perf_counter() - t_epoch
+            row = {"epoch": epoch + 1, "step": step, **{k: v / max(n, 1) for k, v in sums.items()},
+                   "lr": self.current_lr(), "images_per_sec": images_seen / max(elapsed, 1e-9),
+                   "seconds": elapsed}
+            self.history.add(row)
+            with self.writer.as_default(step=step):
+                for k, v in row.items():
+                    if k not in ("epoch", "step"):
+                        write_scalar(f"epoch/{k}", v, step)
+            self.writer.flush()
+        return self.history.rows
+
+    def _save(self, step):
+        self.store.save(step, steps_per_epoch=self.steps_per_epoch, epoch=step // self.steps_per_epoch,
+                        step_in_epoch=step % self.steps_per_epoch)
