@@ -1,0 +1,51 @@
+"""Inception-B (stride-2 reduction) block of HA-CNN (Li et al. 2018, Fig. 2 / Sec. 3.1)."""
+
+import keras
+
+from keras_hpnet.layers._util import build_chain, run_chain
+from keras_hpnet.layers.conv_block import ConvBlock
+
+
+@keras.saving.register_keras_serializable(package="keras_hpnet")
+class InceptionB(keras.layers.Layer):
+    """Three streams that halve the resolution, concatenated to `filters` channels.
+
+    Streams: 1x1 -> 3x3/2 (filters/4); 1x1 -> 3x3 -> 3x3/2 (filters/4);
+    3x3/2 max pool -> 1x1 (filters/2).
+
+    Args:
+        filters: output channels (divisible by 4).
+    """
+
+    _takes_training = True
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        if int(filters) % 4:
+            raise ValueError(f"InceptionB: filters must be divisible by 4, got {filters}")
+        self.filters = int(filters)
+        mid = self.filters // 4
+        self.streams = [
+            [ConvBlock(mid, 1, name="s1_1x1"), ConvBlock(mid, 3, strides=2, name="s1_3x3s2")],
+            [ConvBlock(mid, 1, name="s2_1x1"), ConvBlock(mid, 3, name="s2_3x3"),
+             ConvBlock(mid, 3, strides=2, name="s2_3x3s2")],
+            [keras.layers.MaxPooling2D(3, strides=2, padding="same", name="s3_pool"),
+             ConvBlock(2 * mid, 1, name="s3_1x1")],
+        ]
+
+    def build(self, input_shape):
+        for stream in self.streams:
+            build_chain(stream, input_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        return keras.ops.concatenate([run_chain(s, x, training) for s in self.streams], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        shape = self.streams[0][1].compute_output_shape(tuple(input_shape[:-1]) + (self.filters // 4,))
+        return tuple(shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters)
+        return config

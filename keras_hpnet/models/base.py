@@ -1,0 +1,93 @@
+"""Shared behaviour of the keras_hpnet models (the model contract of docs/design.md)."""
+
+import keras
+import numpy as np
+
+
+def l2_normalize(x, axis=-1, epsilon=1e-12):
+    return x * keras.ops.rsqrt(keras.ops.maximum(keras.ops.sum(x * x, axis=axis, keepdims=True), epsilon))
+
+
+def check_counts(model_name, num_classes, num_attributes):
+    for field, value in (("num_classes", num_classes), ("num_attributes", num_attributes)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{model_name}: {field} must be an integer >= 0, got {value!r}")
+    return int(num_classes), int(num_attributes)
+
+
+def check_image_shape(model_name, image_shape, default):
+    if image_shape is None:
+        return tuple(default)
+    shape = tuple(image_shape)
+    if len(shape) == 2:
+        shape = shape + (3,)
+    if len(shape) != 3 or shape[2] != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape):
+        raise ValueError(f"{model_name}: input_shape must be (height, width) or (height, width, 3) "
+                         f"with positive integers, got {image_shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+class PedestrianModel(keras.Model):
+    """Base class: properties and input checks common to all keras_hpnet models.
+
+    Subclasses implement `_forward(x, training) -> (features_dict, attention_dict)`
+    where `features_dict` holds `embedding`, optional `identity_logits` (list),
+    `attribute_logits` and `features` (list).
+    """
+
+    model_name = "base"
+
+    def __init__(self, num_classes, num_attributes, image_shape, **kwargs):
+        super().__init__(**kwargs)
+        self._num_classes = int(num_classes)
+        self._num_attributes = int(num_attributes)
+        self.image_shape = tuple(int(s) for s in image_shape)
+
+    @property
+    def input_size(self):
+        """(height, width) of the input the model expects."""
+        return self.image_shape[:2]
+
+    @property
+    def num_classes(self):
+        return self._num_classes
+
+    @property
+    def num_attributes(self):
+        return self._num_attributes
+
+    @property
+    def embedding_dim(self):
+        raise NotImplementedError
+
+    def _check_input(self, x):
+        shape = tuple(x.shape)
+        if len(shape) != 4 or shape[-1] != 3:
+            raise ValueError(f"{self.model_name}: expected RGB images [N, H, W, 3], got shape {shape}")
+        if shape[1] is not None and shape[2] is not None and tuple(shape[1:3]) != self.input_size:
+            raise ValueError(f"{self.model_name}: expected images of {self.input_size[0]}x"
+                             f"{self.input_size[1]} (HxW), got {shape[1]}x{shape[2]}")
+
+    def call(self, inputs, training=None):
+        self._check_input(inputs)
+        out, _ = self._forward(inputs, training=bool(training))
+        if training:
+            return out
+        result = {"embedding": out["embedding"]}
+        if self._num_attributes:
+            result["attributes"] = keras.ops.sigmoid(out["attribute_logits"])
+        return result
+
+    def attention_maps(self, x):
+        """Attention for images `x` ([N, H, W, 3], 0..255) as a dict of numpy arrays."""
+        x = keras.ops.convert_to_tensor(np.asarray(x))
+        if len(x.shape) == 3:
+            x = x[None]
+        self._check_input(x)
+        _, attention = self._forward(x, training=False)
+        return {k: np.asarray(keras.ops.convert_to_numpy(v)) for k, v in attention.items()}
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "num_classes": self._num_classes, "num_attributes": self._num_attributes,
+                "input_shape": list(self.image_shape)}
