@@ -14,11 +14,11 @@ import json
 import os
 
 MODELS = ("hacnn", "hatcnn", "hpnet", "mnet", "tiny")
-DATASETS = ("synthetic", "market1501", "dukemtmc", "pa100k", "custom")
+DATASETS = ("synthetic", "market1501", "dukemtmc", "pa100k", "custom", "synthetic_pa100k")
+GENERATED = ("synthetic", "synthetic_pa100k")  # made on first use, no --data_dir needed
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
 OPTIMIZERS = ("sgd", "adam")
 ATTRIBUTE_WEIGHTINGS = ("auto", "none", "ratio")
-HPNET_STAGES = ("end_to_end", "stagewise")
 
 
 class ConfigError(ValueError):
@@ -40,6 +40,7 @@ PRESETS = {
     "custom": dict(PAPER, epochs=120),
     # HP-Net on PA-100K: attribute-only, weighted BCE; shorter schedule.
     "pa100k": dict(PAPER, epochs=60, lr=0.01),
+    "synthetic_pa100k": dict(PAPER, epochs=8, lr=0.06, warmup_epochs=1, lr_milestones=(0.75,)),
     "synthetic": dict(
         PAPER, epochs=8, batch_size=32, lr=0.06, warmup_epochs=1, lr_milestones=(0.75,),
         triplet_weight=0.0, pk=0,
@@ -78,10 +79,9 @@ class TrainConfig:
     input_width: int = 0
     eval_batch_size: int = 64
     evaluate: bool = True
-    hpnet_training: str = "end_to_end"
-    synthetic_ids: int = 0  # 0 = the generator's default sizes
-    synthetic_cameras: int = 0
-    synthetic_images_per_camera: int = 0
+    synthetic_ids: int = 0  # train and test identities each (synthetic_pa100k: train images); 0 = default
+    synthetic_cameras: int = 0  # 0 = the generator's default
+    synthetic_max_images: int = 0  # images per identity and camera, at most (0 = default)
     num_classes: int = 0  # filled from the dataset
     attribute_names: list = dataclasses.field(default_factory=list)  # filled from the dataset
     embedding_dim: int = 0  # filled from the model
@@ -100,13 +100,19 @@ class TrainConfig:
 
     @property
     def synthetic_sizes(self) -> dict:
+        """Size options of keras_hpnet.datasets.load("synthetic"/"synthetic_pa100k")."""
         sizes = {}
-        if self.synthetic_ids:
-            sizes["num_ids"] = self.synthetic_ids
+        if self.dataset == "synthetic_pa100k":
+            if self.synthetic_ids:
+                sizes.update(num_train=self.synthetic_ids, num_val=max(1, self.synthetic_ids // 8),
+                             num_test=max(1, self.synthetic_ids // 8))
+        else:
+            if self.synthetic_ids:
+                sizes.update(num_train_ids=self.synthetic_ids, num_test_ids=self.synthetic_ids)
+            if self.synthetic_max_images:
+                sizes.update(max_images=self.synthetic_max_images, min_images=min(2, self.synthetic_max_images))
         if self.synthetic_cameras:
             sizes["num_cameras"] = self.synthetic_cameras
-        if self.synthetic_images_per_camera:
-            sizes["images_per_camera"] = self.synthetic_images_per_camera
         return sizes
 
 
@@ -138,13 +144,12 @@ def validate_config(cfg: TrainConfig) -> None:
     _choice("strategy", cfg.strategy, STRATEGIES)
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("attribute_weighting", cfg.attribute_weighting, ATTRIBUTE_WEIGHTINGS)
-    _choice("hpnet_training", cfg.hpnet_training, HPNET_STAGES)
     positive = ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "keep_checkpoints")
     for name in positive:
         if int(getattr(cfg, name)) < 1:
             raise ConfigError(f"--{name}={getattr(cfg, name)}: must be >= 1")
     non_negative = ("max_steps", "steps_per_epoch", "input_height", "input_width", "pk",
-                    "warmup_epochs", "synthetic_ids", "synthetic_cameras", "synthetic_images_per_camera",
+                    "warmup_epochs", "synthetic_ids", "synthetic_cameras", "synthetic_max_images",
                     "triplet_weight", "attribute_weight", "weight_decay", "momentum", "triplet_margin")
     for name in non_negative:
         if getattr(cfg, name) < 0:
@@ -168,9 +173,9 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"--pk={cfg.pk}: must divide --batch_size={cfg.batch_size}")
     if cfg.triplet_weight > 0 and not cfg.pk:
         raise ConfigError("--triplet_weight > 0 needs P x K batches: set --pk (e.g. 4)")
-    if cfg.dataset == "pa100k" and cfg.triplet_weight > 0:
-        raise ConfigError("--triplet_weight: pa100k has no identities")
-    if cfg.dataset == "synthetic":
+    if cfg.dataset in ("pa100k", "synthetic_pa100k") and (cfg.triplet_weight > 0 or cfg.pk):
+        raise ConfigError(f"--triplet_weight/--pk: {cfg.dataset} has no identities")
+    if cfg.dataset in GENERATED:
         if cfg.data_dir and os.path.exists(cfg.data_dir) and not os.path.isdir(cfg.data_dir):
             raise ConfigError(f"--data_dir={cfg.data_dir}: exists and is not a directory")
     else:

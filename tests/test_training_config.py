@@ -1,0 +1,82 @@
+"""training.fit: flags resolve into one config; bad flags and data fail fast."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from training.config import ConfigError, TrainConfig, resolve_config, validate_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fit(*args, timeout=120):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "training.fit", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    return proc, time.perf_counter() - t0
+
+
+def test_presets_and_overrides():
+    cfg = resolve_config({"model": "hatcnn"})
+    assert cfg.dataset == "synthetic" and cfg.out_dir == os.path.join("runs", "hatcnn-synthetic")
+    market = resolve_config({"model": "hacnn", "dataset": "market1501", "data_dir": "/x"})
+    # the paper recipe (architectures.md)
+    assert (market.epochs, market.batch_size, market.lr, market.momentum, market.weight_decay) == (
+        300, 32, 0.03, 0.9, 5e-4)
+    assert market.lr_milestones == (0.5, 0.75) and market.label_smoothing == 0.1
+    given = resolve_config({"model": "mnet", "dataset": "market1501", "epochs": 3, "lr": 0.5, "lr_milestones": [0.3]})
+    assert (given.epochs, given.lr, given.lr_milestones) == (3, 0.5, (0.3,))
+    # round trip through config.json
+    assert TrainConfig.from_dict(json.loads(given.to_json())) == given
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 0}, "--epochs=0"),
+    ({"lr": -1.0}, "--lr=-1.0"),
+    ({"label_smoothing": 1.0}, "--label_smoothing"),
+    ({"lr_milestones": (0.8, 0.2)}, "--lr_milestones"),
+    ({"pk": 3}, "--pk=3: must divide --batch_size=32"),
+    ({"triplet_weight": 1.0}, "--triplet_weight > 0 needs P x K"),
+    ({"model": "resnet"}, "--model='resnet'"),
+    ({"strategy": "tpu"}, "--strategy='tpu'"),
+    ({"input_height": 128}, "--input_height and --input_width"),
+    ({"model": "hacnn", "input_height": 128, "input_width": 64}, "fixed 160x64"),
+    ({"dataset": "market1501"}, "--data_dir is required"),
+    ({"dataset": "pa100k", "data_dir": "/no/such/dir"}, "--data_dir=/no/such/dir: no such directory"),
+])
+def test_validate_names_the_bad_flag(change, message):
+    cfg = resolve_config({"model": "hatcnn"})
+    for k, v in change.items():
+        setattr(cfg, k, v)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        validate_config(cfg)
+
+
+def test_cli_fails_fast_before_any_model(tmp_path):
+    out = tmp_path / "run"
+    proc, seconds = _fit("--model=hacnn", "--dataset=market1501", f"--data_dir={tmp_path / 'nope'}",
+                         f"--out_dir={out}")
+    assert proc.returncode == 2, proc.stderr
+    assert f"--data_dir={tmp_path / 'nope'}: no such directory" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+    assert seconds < 30  # no TensorFlow import, let alone a model
+
+    proc, _ = _fit("--model=tiny", "--epochs=-2", f"--out_dir={out}")
+    assert proc.returncode == 2 and "--epochs=-2: must be >= 1" in proc.stderr
+    proc, _ = _fit("--model=nosuchnet")  # absl enum check
+    assert proc.returncode != 0 and "--model" in proc.stderr and not out.exists()
+
+
+def test_cli_bad_dataset_directory_is_named(tmp_path):
+    data = tmp_path / "market"
+    data.mkdir()  # exists, but holds no Market-1501 folders
+    out = tmp_path / "run"
+    proc, _ = _fit("--model=tiny", "--dataset=market1501", f"--data_dir={data}", f"--out_dir={out}")
+    assert proc.returncode == 2, proc.stderr
+    assert str(data) in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "config.json").exists() and not (out / "model.keras").exists()

@@ -1,0 +1,316 @@
+"""Train a keras-hpnet model: ``python -m training.fit --model hatcnn``.
+
+With no data flags it trains on the embedded synthetic dataset (generated on
+first use). Flags resolve into one :class:`training.config.TrainConfig`
+(per-dataset presets fill what is not given) and are checked, together with
+the data directory, before any model is built. Training runs the distributed
+custom loop of :mod:`training.loop` under ``--strategy`` and resumes from the
+latest checkpoint in ``--out_dir`` when re-run. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+
+from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, MODELS, OPTIMIZERS, STRATEGIES,
+                             ConfigError, TrainConfig, resolve_config, validate_config)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("model", "hatcnn", MODELS, "Network to train (tiny: a seconds-to-train smoke-test net).")
+flags.DEFINE_enum("dataset", "synthetic", DATASETS, "Dataset; synthetic is generated on first use.")
+flags.DEFINE_string("data_dir", None, "Dataset root (synthetic: where to generate/reuse it; default a cache dir).")
+flags.DEFINE_string("out_dir", None, "Run directory (default runs/<model>-<dataset>).")
+flags.DEFINE_integer("epochs", None, "Epochs (default: the dataset preset).")
+flags.DEFINE_integer("batch_size", None, "GLOBAL batch size, split over replicas.")
+flags.DEFINE_float("lr", None, "Base learning rate.")
+flags.DEFINE_enum("optimizer", None, OPTIMIZERS, "sgd (momentum, the papers) or adam.")
+flags.DEFINE_float("momentum", None, "SGD momentum.")
+flags.DEFINE_float("weight_decay", None, "Weight decay.")
+flags.DEFINE_list("lr_milestones", None, "LR decay points as fractions of the run, e.g. 0.5,0.75.")
+flags.DEFINE_float("lr_decay", None, "LR factor at each milestone.")
+flags.DEFINE_integer("warmup_epochs", None, "Linear LR warm-up epochs.")
+flags.DEFINE_float("label_smoothing", None, "Label smoothing of the identity cross-entropy.")
+flags.DEFINE_float("triplet_weight", None, "Weight of the batch-hard triplet loss (needs --pk).")
+flags.DEFINE_float("triplet_margin", None, "Triplet margin.")
+flags.DEFINE_integer("pk", None, "K images per identity for P x K batches (0 = random batches).")
+flags.DEFINE_float("attribute_weight", None, "Weight of the attribute loss.")
+flags.DEFINE_enum("attribute_weighting", None, ATTRIBUTE_WEIGHTINGS,
+                  "auto: positive-ratio weighted BCE on attribute-only datasets (HP-Net), plain otherwise.")
+flags.DEFINE_enum("strategy", None, STRATEGIES, "tf.distribute strategy (auto: multi_worker if TF_CONFIG, "
+                  "mirrored if several GPUs, else default).")
+flags.DEFINE_integer("seed", None, "Random seed (weights, data order, augmentation).")
+flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints (also at every epoch end).")
+flags.DEFINE_integer("keep_checkpoints", None, "Checkpoints kept.")
+flags.DEFINE_integer("max_steps", None, "Stop after this many steps in total (0 = no limit).")
+flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (0 = training images // batch size).")
+flags.DEFINE_integer("input_height", None, "Input height (hpnet/mnet/tiny; 0 = model default).")
+flags.DEFINE_integer("input_width", None, "Input width (hpnet/mnet/tiny; 0 = model default).")
+flags.DEFINE_integer("eval_batch_size", None, "Batch size of the final evaluation.")
+flags.DEFINE_boolean("evaluate", None, "Evaluate at the end and write metrics.json.")
+flags.DEFINE_integer("synthetic_ids", None, "Synthetic dataset: train and test identities each "
+                     "(synthetic_pa100k: training images); 0 = generator default.")
+flags.DEFINE_integer("synthetic_cameras", None, "Synthetic dataset: cameras (0 = generator default).")
+flags.DEFINE_integer("synthetic_max_images", None, "Synthetic dataset: images per identity and camera, at most.")
+
+CONFIG_FLAGS = [f.name for f in __import__("dataclasses").fields(TrainConfig)
+                if f.name not in ("num_classes", "attribute_names", "embedding_dim")]
+
+
+def config_from_flags() -> TrainConfig:
+    given = {}
+    for name in CONFIG_FLAGS:
+        if name in ("model", "dataset"):
+            given[name] = FLAGS[name].value
+        elif FLAGS[name].present or FLAGS[name].value is not None:
+            given[name] = FLAGS[name].value
+    if given.get("lr_milestones") is not None:
+        try:
+            given["lr_milestones"] = [float(v) for v in given["lr_milestones"]]
+        except ValueError as e:
+            raise ConfigError(f"--lr_milestones={','.join(given['lr_milestones'])}: {e}") from None
+    return resolve_config(given)
+
+
+# -- pieces ---------------------------------------------------------------------------
+
+def load_dataset(cfg: TrainConfig):
+    """Read (or generate) the dataset and check it can train this config."""
+    from keras_hpnet import datasets
+
+    if cfg.dataset in ("synthetic", "synthetic_pa100k"):  # fixed data (seed 0) whatever --seed
+        ds = datasets.load(cfg.dataset, cfg.data_dir, **cfg.synthetic_sizes)
+    else:
+        ds = datasets.load(cfg.dataset, cfg.data_dir)
+    train = ds.splits.get("train") or []
+    if len(train) < cfg.batch_size:
+        raise ConfigError(f"{cfg.data_dir or cfg.dataset}: {len(train)} training images, fewer than "
+                          f"--batch_size={cfg.batch_size}")
+    return ds
+
+
+def build_model(cfg: TrainConfig, num_classes: int, num_attributes: int):
+    if cfg.model == "tiny":
+        from training.tiny_model import TinyNet
+
+        size = (cfg.input_height, cfg.input_width) if cfg.input_height else (64, 32)
+        return TinyNet(num_classes=num_classes, num_attributes=num_attributes, input_size=size)
+    import keras_hpnet
+
+    input_shape = (cfg.input_height, cfg.input_width, 3) if cfg.input_height else None
+    return keras_hpnet.build_model(cfg.model, num_classes=num_classes, num_attributes=num_attributes,
+                                   input_shape=input_shape)
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    from training.schedule import WarmupMultiStep
+
+    total = cfg.epochs * steps_per_epoch
+    schedule = WarmupMultiStep(cfg.lr, [round(m * total) for m in cfg.lr_milestones], cfg.lr_decay,
+                               cfg.warmup_epochs * steps_per_epoch)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None)
+    return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay or None)
+
+
+def make_loss_fn(cfg: TrainConfig, num_classes: int, num_attributes: int, positive_ratio=None):
+    """``loss_fn(outputs, labels) -> {name: per-example loss}`` for the loop."""
+    from keras import ops
+
+    from keras_hpnet import losses
+
+    def loss_fn(outputs, labels):
+        terms = {}
+        if num_classes:
+            heads = outputs["identity_logits"]
+            terms["id"] = sum(losses.identity_cross_entropy(labels["pid"], z, cfg.label_smoothing)
+                              for z in heads) / len(heads)
+            if cfg.triplet_weight:
+                feats = outputs["features"]
+                tri = sum(losses.batch_hard_triplet_loss(labels["pid"], f, cfg.triplet_margin) for f in feats)
+                terms["triplet"] = cfg.triplet_weight * tri / len(feats)
+        if num_attributes:
+            terms["attr"] = cfg.attribute_weight * losses.weighted_attribute_bce(
+                labels["attributes"], outputs["attribute_logits"], positive_ratio)
+        return {k: ops.reshape(v, (-1,)) for k, v in terms.items()}
+
+    return loss_fn
+
+
+def _shard(records, index, count):
+    """Records of input pipeline `index` of `count`: whole identities when there are ids."""
+    if count == 1:
+        return list(records)
+    if all(r.pid >= 0 for r in records):
+        return [r for r in records if r.pid % count == index]
+    return list(records)[index::count]
+
+
+def check_resumable(cfg: TrainConfig):
+    """Refuse to resume a run directory made for a different model/dataset."""
+    path = os.path.join(cfg.out_dir, "config.json")
+    if not os.path.exists(os.path.join(cfg.out_dir, "checkpoints", "latest.json")) or not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    for key in ("model", "dataset", "num_classes", "attribute_names", "input_height", "input_width", "seed"):
+        if key in old and old[key] != getattr(cfg, key):
+            raise ConfigError(f"--out_dir={cfg.out_dir} holds a run with {key}={old[key]!r}, this one has "
+                              f"{getattr(cfg, key)!r}: use another --out_dir (or delete it) to start afresh")
+
+
+# -- the run ----------------------------------------------------------------------------
+
+def run(cfg: TrainConfig, strategy=None, verbose=1) -> dict:
+    """Train (resuming if possible), save, evaluate. Returns the metrics dict
+    (empty on non-chief workers or with ``cfg.evaluate`` False)."""
+    validate_config(cfg)
+    from training import loop
+
+    if strategy is None:
+        strategy = loop.make_strategy(cfg.strategy)  # before any other TensorFlow use (MWMS)
+    chief = loop.is_chief(strategy)
+    t_start = time.time()
+    ds = load_dataset(cfg)
+    if verbose and chief:
+        print(ds.summary(), flush=True)
+    train = ds.splits["train"]
+    num_classes = ds.num_train_pids if ds.kind == "reid" else 0
+    has_attributes = bool(ds.attribute_names) and train[0].attributes is not None
+    num_attributes = len(ds.attribute_names) if has_attributes else 0
+    if not num_classes and not num_attributes:
+        raise ConfigError(f"{ds.root}: nothing to train (no identities and no attributes)")
+    if cfg.pk and not num_classes:
+        raise ConfigError(f"--pk={cfg.pk}: {cfg.dataset} has no identities for P x K sampling")
+    cfg.num_classes = num_classes
+    cfg.attribute_names = list(ds.attribute_names) if num_attributes else []
+    replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % replicas:
+        raise ConfigError(f"--batch_size={cfg.batch_size} must be divisible by the {replicas} replicas")
+    per_replica = cfg.batch_size // replicas
+    if cfg.pk and per_replica % cfg.pk:
+        raise ConfigError(f"--pk={cfg.pk} must divide the per-replica batch {per_replica}")
+    steps_per_epoch = cfg.steps_per_epoch or len(train) // cfg.batch_size
+
+    positive_ratio = None
+    weighting = cfg.attribute_weighting
+    if weighting == "auto":
+        weighting = "ratio" if ds.kind == "attribute" else "none"
+    if num_attributes and weighting == "ratio":
+        import numpy as np
+
+        from keras_hpnet.losses import attribute_positive_ratio
+
+        positive_ratio = attribute_positive_ratio(np.stack([r.attributes for r in train]))
+
+    import keras
+
+    from keras_hpnet.data import make_dataset
+
+    keras.utils.set_random_seed(cfg.seed)
+    with strategy.scope():
+        model = build_model(cfg, num_classes, num_attributes)
+        optimizer = make_optimizer(cfg, steps_per_epoch)
+    cfg.input_height, cfg.input_width = (int(v) for v in model.input_size)
+    cfg.embedding_dim = int(model.embedding_dim)
+    check_resumable(cfg)
+    if chief:
+        from keras_hpnet.fileio import write_text_atomic
+
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        resolved = json.loads(cfg.to_json())
+        resolved["data_dir"] = ds.root or cfg.data_dir
+        resolved["strategy_replicas"] = replicas
+        resolved["steps_per_epoch"] = steps_per_epoch
+        write_text_atomic(os.path.join(cfg.out_dir, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
+
+    image_size = (cfg.input_height, cfg.input_width)
+
+    def dataset_fn(ctx, epoch):
+        records = _shard(train, ctx.input_pipeline_id, ctx.num_input_pipelines)
+        return make_dataset(records, image_size=image_size, batch_size=per_replica, training=True,
+                            seed=cfg.seed + 7919 * ctx.input_pipeline_id, epoch=epoch, pk=cfg.pk or None)
+
+    trainer = loop.Trainer(
+        strategy=strategy, model=model, optimizer=optimizer,
+        loss_fn=make_loss_fn(cfg, num_classes, num_attributes, positive_ratio), dataset_fn=dataset_fn,
+        per_replica_batch_size=per_replica, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs,
+        out_dir=cfg.out_dir, checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints,
+        max_steps=cfg.max_steps, verbose=verbose)
+    trainer.fit()
+    train_seconds = time.time() - t_start
+
+    model_path = os.path.join(cfg.out_dir, "model.keras")
+    if not chief:
+        return {}
+    from keras_hpnet.fileio import atomic_path
+
+    with atomic_path(model_path) as tmp:
+        model.save(tmp)
+    if not cfg.evaluate:
+        return {}
+    # Evaluate the saved artifact itself, outside the strategy.
+    final = keras.saving.load_model(model_path)
+    metrics = evaluate(final, ds, cfg)
+    metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["total_seconds"] = round(time.time() - t_start, 1)
+    metrics["steps"] = int(trainer.step.numpy())
+    if trainer.resumed_from is not None:
+        metrics["resumed_from_step"] = trainer.resumed_from
+    from keras_hpnet.fileio import write_text_atomic
+
+    write_text_atomic(os.path.join(cfg.out_dir, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True))
+    if verbose:
+        shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        print("metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in sorted(shown.items())), flush=True)
+    return metrics
+
+
+def evaluate(model, ds, cfg: TrainConfig) -> dict:
+    """Final metrics (training.evaluation.evaluate_run) plus the raw-pixel
+    nearest-neighbour rank-1 for re-id datasets."""
+    from training.evaluation import evaluate_run  # lazily: written in parallel
+
+    metrics = dict(evaluate_run(model, ds, batch_size=cfg.eval_batch_size))
+    if ds.kind == "reid":
+        from keras_hpnet.datasets import raw_pixel_baseline
+
+        base = raw_pixel_baseline(ds)
+        metrics["raw_pixel_rank1"] = float(base["rank1"] if isinstance(base, dict) else base)
+    return {k: (float(v) if hasattr(v, "dtype") and getattr(v, "ndim", 1) == 0 else v)
+            for k, v in metrics.items() if not hasattr(v, "ndim") or v.ndim == 0}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:  # flags and paths first: no TensorFlow yet
+        cfg = config_from_flags()
+        validate_config(cfg)
+    except ConfigError as e:
+        _fail(e, 2)
+    from keras_hpnet.datasets.base import DatasetError
+    from training.loop import NonFiniteLossError
+
+    try:
+        run(cfg)
+    except (ConfigError, DatasetError) as e:
+        _fail(e, 2)
+    except NonFiniteLossError as e:
+        _fail(e, 3)
+
+
+def _fail(error, code):
+    print(f"training.fit: error: {error}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    app.run(main)
