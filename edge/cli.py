@@ -1,0 +1,176 @@
+"""Command line of the edge runtime (LiteRT only; never imports TensorFlow).
+
+    python -m edge gallery build --model hacnn_int8.tflite --images crops/ --out gallery
+    python -m edge query  --model hacnn_int8.tflite --gallery gallery --image person.jpg --top_k 5
+    python -m edge stream --model hacnn_int8.tflite --gallery gallery --watch incoming/ --threshold 1.0
+
+argparse rather than absl: the edge install is LiteRT + numpy + Pillow only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _model_args(p):
+    p.add_argument("--model", required=True, help="exported .tflite file")
+    p.add_argument("--metadata", default=None, help="sidecar JSON (default: beside the model)")
+    p.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: LiteRT's)")
+    p.add_argument("--delegate", default="xnnpack",
+                   help="xnnpack (default), none, or the path of a delegate library")
+
+
+def _load_model(args):
+    from edge.runtime import EdgeModel
+
+    return EdgeModel(args.model, metadata_path=args.metadata, num_threads=args.threads, delegate=args.delegate)
+
+
+def _fmt_attrs(attrs: dict | None, limit: int = 6) -> str:
+    if not attrs:
+        return ""
+    on = sorted(((v, k) for k, v in attrs.items() if v >= 0.5), reverse=True)[:limit]
+    return " [" + ", ".join(f"{k} {v:.2f}" for v, k in on) + "]" if on else " []"
+
+
+def cmd_gallery_build(args) -> int:
+    from edge.gallery import build_gallery
+
+    model = _load_model(args)
+    gallery, skipped = build_gallery(model, args.images)
+    for p, why in skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    if not len(gallery):
+        print(f"error: no usable person crops under {args.images}", file=sys.stderr)
+        return 2
+    npz, js = gallery.save(args.out)
+    print(f"gallery: {len(gallery)} images of {len(set(gallery.identities))} identities "
+          f"({len(skipped)} skipped) -> {npz}, {js}")
+    return 0
+
+
+def cmd_query(args) -> int:
+    from edge import preprocess
+    from edge.gallery import Gallery
+
+    model = _load_model(args)
+    gallery = Gallery.load(args.gallery)
+    if os.path.isdir(args.image):
+        paths = preprocess.list_images(args.image)
+        if not paths:
+            print(f"error: no images in {args.image}", file=sys.stderr)
+            return 2
+    else:
+        paths = [args.image]
+    out, kept, skipped = model.predict_paths(paths, on_error="skip" if len(paths) > 1 else "raise")
+    for p, why in skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    results = []
+    names = model.attribute_names
+    for i, p in enumerate(kept):
+        matches = gallery.search(out["embedding"][i], top_k=args.top_k)
+        attrs = ({n: float(v) for n, v in zip(names, out["attributes"][i])} if names else None)
+        results.append({"image": p, "matches": [m.__dict__ for m in matches], "attributes": attrs})
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        for r in results:
+            print(f"{r['image']}{_fmt_attrs(r['attributes'])}")
+            for rank, m in enumerate(r["matches"], 1):
+                print(f"  {rank}. {m['identity']:<16} distance {m['distance']:.4f}  ({m['path']})")
+    return 0 if results else 2
+
+
+def cmd_stream(args) -> int:
+    from edge import stream
+    from edge.gallery import Gallery
+
+    model = _load_model(args)
+    if args.gallery:
+        gallery = Gallery.load(args.gallery)
+    else:
+        gallery = Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names,
+                          model_name=model.metadata.model_name)
+    assigner = stream.IdentityAssigner(gallery, args.threshold)
+    skipped: list = []
+    if args.video:
+        items = stream.video_frames(args.video, every=args.every, max_frames=args.max_items)
+    elif args.watch:
+        items = stream.watch_folder(args.watch, poll_seconds=args.poll, idle_timeout=args.idle_timeout,
+                                    skipped=skipped)
+    else:
+        print("error: give --watch FOLDER or --video FILE", file=sys.stderr)
+        return 2
+    n = new = 0
+    try:
+        for a in stream.process_images(model, assigner, items):
+            n += 1
+            new += a.is_new
+            tag = "NEW " if a.is_new else ""
+            print(f"{a.source}: {tag}{a.identity} (distance {a.distance:.4f}){_fmt_attrs(a.attributes)}", flush=True)
+            while skipped:
+                p, why = skipped.pop(0)
+                print(f"skipped {p}: {why}", file=sys.stderr)
+            if args.max_items and n >= args.max_items:
+                break
+    except KeyboardInterrupt:
+        pass
+    print(f"{n} crops, {new} new identities, gallery now {len(set(gallery.identities))} identities")
+    if args.save:
+        gallery.save(args.save)
+        print(f"gallery saved to {args.save}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m edge", description="keras-hpnet edge runtime (LiteRT)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("gallery", help="gallery commands")
+    gsub = g.add_subparsers(dest="gallery_command", required=True)
+    b = gsub.add_parser("build", help="embed a folder of person crops into a gallery")
+    _model_args(b)
+    b.add_argument("--images", required=True,
+                   help="folder of crops: one sub-folder per person, or Market-1501 file names")
+    b.add_argument("--out", required=True, help="gallery path (writes OUT.npz and OUT.json)")
+    b.set_defaults(func=cmd_gallery_build)
+
+    q = sub.add_parser("query", help="top-k identities for one image or a folder of images")
+    _model_args(q)
+    q.add_argument("--gallery", required=True, help="gallery path (as given to gallery build --out)")
+    q.add_argument("--image", required=True, help="an image file or a folder of them")
+    q.add_argument("--top_k", type=int, default=5)
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("stream", help="assign identities to a stream of crops, registering new people")
+    _model_args(s)
+    s.add_argument("--gallery", default=None, help="start from this gallery (default: empty)")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--watch", help="folder where crops appear")
+    src.add_argument("--video", help="video file (frames are crops; needs OpenCV)")
+    s.add_argument("--threshold", type=float, required=True,
+                   help="a crop farther than this from every gallery entry is a new identity")
+    s.add_argument("--poll", type=float, default=0.5, help="seconds between folder scans")
+    s.add_argument("--idle_timeout", type=float, default=None, help="stop after this many seconds without new crops")
+    s.add_argument("--every", type=int, default=1, help="video: take every N-th frame")
+    s.add_argument("--max_items", type=int, default=None, help="stop after this many crops")
+    s.add_argument("--save", default=None, help="save the grown gallery here at the end")
+    s.set_defaults(func=cmd_stream)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ImportError) as e:  # ModelError, ImageError, gallery errors
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""edge: the LiteRT-only runtime (preprocessing, model, gallery, query, stream, CLI)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge import preprocess
+from edge.gallery import Gallery, build_gallery, parse_identity
+from edge.runtime import EdgeModel, ModelError
+from edge.stream import IdentityAssigner, process_images, watch_folder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_IDS = 5
+
+
+def _person(rng, colours, h=64, w=32):
+    """A synthetic person crop: two coloured body halves with a little jitter and noise."""
+    img = np.empty((h, w, 3), np.float32)
+    cut = h // 2 + int(rng.integers(-3, 4))
+    img[:cut] = colours[0]
+    img[cut:] = colours[1]
+    img[: h // 5, w // 3: 2 * w // 3] = colours[2]  # "head"
+    img += rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory):
+    """gallery/<id>/k.png (3 per id), query/<id>_c2s1_..._00.jpg (2 per id, Market names)."""
+    root = tmp_path_factory.mktemp("crops")
+    rng = np.random.default_rng(0)
+    palette = rng.uniform(0, 255, (NUM_IDS, 3, 3))
+    for i in range(NUM_IDS):
+        d = root / "gallery" / f"person{i}"
+        d.mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(_person(rng, palette[i])).save(d / f"{k}.png")
+    (root / "query").mkdir()
+    for i in range(NUM_IDS):
+        for k in range(2):
+            Image.fromarray(_person(rng, palette[i])).save(root / "query" / f"{i:04d}_c2s1_{k:06d}_00.jpg", quality=95)
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny contract model exported as float32 and int8 (uint8 input) with sidecars."""
+    from export import tflite
+    from export._tiny_model import make_tiny_model
+    from keras_hpnet.metadata import ModelMetadata
+
+    d = tmp_path_factory.mktemp("models")
+    model = make_tiny_model(embedding_dim=16)
+    md = ModelMetadata("tiny", 32, 16, 16, ["a0", "a1", "a2"])
+    rng = np.random.default_rng(1)
+    calib = rng.integers(0, 256, (16, 32, 16, 3)).astype(np.uint8)
+    paths = {}
+    for q, io in (("float32", "float32"), ("int8", "uint8")):
+        e = tflite.export_model(model, md, q, str(d / f"tiny_{q}.tflite"), io_type=io,
+                                representative_images=calib, verbose=False)
+        paths[q] = e.path
+    probe = rng.integers(0, 256, (4, 32, 16, 3)).astype(np.uint8)
+    ref = tflite.keras_outputs(model, probe)
+    return paths, probe, ref
+
+
+def test_resize_matches_tf_bilinear():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for (h, w), (oh, ow) in [((128, 64), (160, 64)), ((37, 23), (16, 8)), ((10, 10), (10, 10)), ((5, 7), (19, 3))]:
+        img = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        want = tf.image.resize(img, (oh, ow), method="bilinear").numpy()
+        got = preprocess.resize_bilinear(img, oh, ow)
+        np.testing.assert_allclose(got, want, atol=2e-3)  # float32 rounding
+        assert preprocess.prepare(img, oh, ow).dtype == np.uint8
+
+
+def test_parse_identity(tmp_path):
+    assert parse_identity(str(tmp_path / "alice" / "1.jpg"), str(tmp_path)) == ("alice", -1)
+    assert parse_identity(str(tmp_path / "0002_c3s1_000451_03.jpg"), str(tmp_path)) == ("2", 2)
+    assert parse_identity("x/-1_c1s1_000001_00.jpg") == ("-1", 0)
+    with pytest.raises(ValueError, match="no identity"):
+        parse_identity(str(tmp_path / "holiday.jpg"), str(tmp_path))
+
+
+@pytest.mark.parametrize("q", ["float32", "int8"])
+def test_edge_model_matches_keras(models, q):
+    paths, probe, ref = models
+    m = EdgeModel(paths[q], num_threads=1)
+    assert m.input_dtype == (np.uint8 if q == "int8" else np.float32)
+    out = m.run(probe)
+    assert out["embedding"].shape == (4, 16) and out["attributes"].shape == (4, 3)
+    a, b = out["embedding"], ref["embedding"]
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > (0.9999 if q == "float32" else 0.99), cos
+    np.testing.assert_allclose(out["attributes"], ref["attributes"], atol=1e-5 if q == "float32" else 0.03)
+    # The reference kernels (no XNNPACK) compute the same thing.
+    plain = EdgeModel(paths[q], num_threads=1, delegate="none").run(probe)
+    np.testing.assert_allclose(plain["embedding"], a, atol=1e-3 if q == "float32" else 0.05)
+
+
+def test_gallery_query_round_trip(models, crops, tmp_path):
+    paths, _, _ = models
+    model = EdgeModel(paths["int8"])
+    (crops / "gallery" / "person0" / "broken.png").write_bytes(b"not an image")
+    try:
+        gallery, skipped = build_gallery(model, str(crops / "gallery"))
+    finally:
+        (crops / "gallery" / "person0" / "broken.png").unlink()
+    assert len(gallery) == 3 * NUM_IDS and [os.path.basename(p) for p, _ in skipped] == ["broken.png"]
+    gallery.save(str(tmp_path / "g"))
+    loaded = Gallery.load(str(tmp_path / "g.json"))
+    assert loaded.identities == gallery.identities and loaded.attribute_names == ["a0", "a1", "a2"]
+    np.testing.assert_array_equal(loaded.embeddings, gallery.embeddings)
+    qpaths = preprocess.list_images(str(crops / "query"))
+    out, kept, _ = model.predict_paths(qpaths)
+    for i, p in enumerate(kept):
+        want = f"person{int(parse_identity(p)[0])}"
+        top = loaded.search(out["embedding"][i], top_k=3)
+        assert top[0].identity == want, (p, top)
+        assert len({m.identity for m in top}) == 3 and top[0].distance <= top[1].distance <= top[2].distance
+
+
+def test_cli_gallery_query_without_tensorflow(models, crops, tmp_path):
+    """The CLI end to end in a fresh interpreter that must never load TensorFlow."""
+    paths, _, _ = models
+    g = str(tmp_path / "gal")
+    code = (
+        "import sys, json\n"
+        "import edge, edge.cli, edge.stream, edge.benchmark\n"
+        "from edge.cli import main\n"
+        f"assert main(['gallery', 'build', '--model', {paths['int8']!r}, '--images', {str(crops / 'gallery')!r}, '--out', {g!r}]) == 0\n"
+        f"assert main(['query', '--model', {paths['int8']!r}, '--gallery', {g!r}, '--image', {str(crops / 'query')!r}, '--top_k', '2', '--json']) == 0\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', 'jax', 'torch')]\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout[r.stdout.index("["):])
+    assert len(results) == 2 * NUM_IDS
+    for res in results:
+        want = f"person{int(parse_identity(res['image'])[0])}"
+        assert res["matches"][0]["identity"] == want
+        assert set(res["attributes"]) == {"a0", "a1", "a2"}
+    assert os.path.isfile(g + ".npz") and os.path.isfile(g + ".json")
+
+
+def test_stream_registers_new_identities(models, crops, tmp_path):
+    paths, _, _ = models
+    model = EdgeModel(paths["int8"])
+    # Threshold between the largest same-person and smallest different-person distance.
+    gal, _ = build_gallery(model, str(crops / "gallery"))
+    d = np.sqrt(((gal.embeddings[:, None] - gal.embeddings[None]) ** 2).sum(-1))
+    same = np.array(gal.identities)[:, None] == np.array(gal.identities)[None]
+    intra, inter = d[same].max(), d[~same].min()
+    assert intra < inter, "synthetic identities must be separable for this test"
+    watch = tmp_path / "incoming"
+    watch.mkdir()
+    order = []
+    for i in (0, 1, 0, 2, 1, 2):  # people come back
+        k = sum(1 for o in order if o == i)
+        src = crops / "gallery" / f"person{i}" / f"{k}.png"
+        (watch / f"{len(order):03d}.png").write_bytes(src.read_bytes())
+        order.append(i)
+    (watch / "999.png").write_bytes(b"half-written")
+    empty = Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names)
+    assigner = IdentityAssigner(empty, threshold=float((intra + inter) / 2))
+    skipped = []
+    got = list(process_images(model, assigner, watch_folder(str(watch), poll_seconds=0.01, idle_timeout=0,
+                                                            skipped=skipped)))
+    assert [a.is_new for a in got] == [True, True, False, True, False, False]
+    ids = [a.identity for a in got]
+    assert ids[0] == ids[2] and ids[1] == ids[4] and ids[3] == ids[5] and len(set(ids)) == 3
+    assert ids[0] == "new-0001" and len(empty) == 3
+    assert [os.path.basename(p) for p, _ in skipped] == ["999.png"]
+
+
+def test_bad_inputs_give_clear_errors(models, tmp_path):
+    paths, _, _ = models
+    with pytest.raises(ModelError, match="nope.tflite: no such file"):
+        EdgeModel(str(tmp_path / "nope.tflite"), metadata_path=paths["int8"].replace(".tflite", ".json"))
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\0" * 64)
+    (tmp_path / "junk.json").write_text(open(paths["int8"].replace(".tflite", ".json")).read())
+    with pytest.raises(ModelError, match="junk.tflite: not a TFLite flatbuffer"):
+        EdgeModel(str(junk))
+    lone = tmp_path / "lone.tflite"
+    lone.write_bytes(open(paths["int8"], "rb").read())
+    with pytest.raises(ModelError, match="sidecar metadata .*lone.json not found"):
+        EdgeModel(str(lone))
+    (tmp_path / "lone.json").write_text("{broken")
+    with pytest.raises(ValueError, match="lone.json: not valid JSON"):
+        EdgeModel(str(lone))
+    (tmp_path / "lone.json").write_text(json.dumps({"model_name": "tiny", "input_height": 64}))
+    with pytest.raises(ValueError, match="lone.json: missing field.*input_width"):
+        EdgeModel(str(lone))
+    (tmp_path / "lone.json").write_text(json.dumps(
+        {"model_name": "tiny", "input_height": 64, "input_width": 16, "embedding_size": 16}))
+    with pytest.raises(ModelError, match="lone.json: input 64x16x3 does not match"):
+        EdgeModel(str(lone))
+    (tmp_path / "lone.json").write_text(json.dumps(
+        {"model_name": "tiny", "input_height": 32, "input_width": 16, "embedding_size": 99}))
+    with pytest.raises(ModelError, match="embedding_size 99 does not match"):
+        EdgeModel(str(lone))
+    bad_img = tmp_path / "bad.jpg"
+    bad_img.write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(preprocess.ImageError, match="bad.jpg: cannot decode"):
+        preprocess.load_image(str(bad_img))
+    with pytest.raises(preprocess.ImageError, match="missing.png: no such file"):
+        preprocess.load_image(str(tmp_path / "missing.png"))
+    with pytest.raises(FileNotFoundError, match="gallery .*nog.json: no such file"):
+        Gallery.load(str(tmp_path / "nog"))
+    # The CLI turns them into one line on stderr and exit code 2, no traceback.
+    from edge.cli import main
+
+    assert main(["query", "--model", str(junk), "--gallery", "x", "--image", str(bad_img)]) == 2
+
+
+def test_benchmark_measures(models, capsys):
+    from edge import benchmark
+
+    paths, _, _ = models
+    r = benchmark.measure(paths["int8"], 1, runs=20, warmup=2)
+    assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["images_per_s"] > 0
+    assert benchmark.main(["--model", paths["int8"], "--max_threads", "2", "--runs", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") >= 4 and "p99 ms" in out
