@@ -12,8 +12,8 @@ strategy, ``MirroredStrategy`` and ``MultiWorkerMirroredStrategy``.
   ``dataset_fn(input_context, epoch)``: deterministic in (seed, epoch), so the
   data position of a checkpoint is just (epoch, step in epoch) and a resumed
   run skips the batches already seen.
-- Checkpoints (model, optimizer incl. its iteration count and so the LR
-  schedule position, global step) are written every ``checkpoint_every`` steps
+- Checkpoints (every model and optimizer variable, incl. the optimizer's iteration count and so the LR
+  schedule position, the global step) are written every ``checkpoint_every`` steps
   and at each epoch end: the files are written first, then the pointer
   ``checkpoints/latest.json`` is replaced atomically, so a kill at any moment
   leaves the previous checkpoint usable. Under multi-worker training every
@@ -52,6 +52,18 @@ def _scalar_metadata():
 def write_scalar(tag, value, step):
     """A TensorBoard scalar without the `tensorboard` package (tf.summary.scalar needs it)."""
     tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=_scalar_metadata())
+
+
+def checkpoint_variables(variables):
+    """The variables as a flat, ordered checkpoint layout ({"00000": var, ...}).
+
+    Keras 3 attributes that are Python lists of layers are not in TensorFlow's
+    object graph, so ``tf.train.Checkpoint(model=model)`` silently skips their
+    weights; and Keras variable paths carry process-dependent name suffixes
+    (``conv2d_3``). The order of ``model.weights`` / ``optimizer.variables`` is
+    fixed by the model code, so positions are stable keys.
+    """
+    return {f"{i:05d}": (v.value if hasattr(v, "value") else v) for i, v in enumerate(variables)}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -217,7 +229,9 @@ class Trainer:
             optimizer.build(model.trainable_variables)
         self._synced = [v for v in model.non_trainable_variables
                         if v.dtype in ("float32", "float16", "bfloat16", "float64")]
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step)
+        self.checkpoint = tf.train.Checkpoint(model=checkpoint_variables(model.weights),
+                                              optimizer=checkpoint_variables(optimizer.variables),
+                                              step=self.step)
         self.store = None
         self.history = History(None)
         self.writer = tf.summary.create_noop_writer()
