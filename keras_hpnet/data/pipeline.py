@@ -1,0 +1,286 @@
+"""The tf.data input pipeline: records -> (uint8 images, labels) batches.
+
+One epoch's batches are a pure function of (seed, epoch): the sample order is
+computed in numpy (`sampler`), and every augmentation draw uses a stateless
+seed made of (seed, epoch, position in the epoch). Bad files are found up front
+(`validate.check_images`), skipped, counted and named in a warning.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from keras_hpnet.data import augment, sampler
+from keras_hpnet.data.validate import PipelineReport, check_images
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+_IMAGE_CACHE: collections.OrderedDict = collections.OrderedDict()
+_IMAGE_CACHE_LOCK = threading.Lock()
+_IMAGE_CACHE_ENTRIES = 4
+
+
+def _image_size(image_size):
+    try:
+        h, w = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (height, width), got {image_size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    return h, w
+
+
+def _labels_of(records, good):
+    pids = np.array([int(records[i].pid) for i in good], np.int32)
+    camids = np.array([int(getattr(records[i], "camid", -1)) for i in good], np.int32)
+    attrs = [getattr(records[i], "attributes", None) for i in good]
+    have = [a is not None for a in attrs]
+    if not any(have):
+        return pids, camids, None
+    if not all(have):
+        missing = good[have.index(False)]
+        raise ValueError(f"records[{missing}] ({records[missing].path}): has no attributes while others do")
+    lengths = {len(a) for a in attrs}
+    if len(lengths) != 1:
+        raise ValueError(f"records: attribute vectors have different lengths {sorted(lengths)}")
+    return pids, camids, np.stack([np.asarray(a, np.float32) for a in attrs])
+
+
+def _pil_decode(path):
+    from PIL import Image
+
+    with Image.open(path.decode() if isinstance(path, bytes) else path) as im:
+        return np.asarray(im.convert("RGB"), np.uint8)
+
+
+def _decode_resize(path, use_pillow, height, width):
+    """Read one file -> float32 [height, width, 3] (0..255), bilinear resize."""
+
+    def native():
+        contents = tf.io.read_file(path)
+        # JPEG with the accurate integer IDCT: the same pixels as Pillow (the
+        # edge runtime's decoder), not TF's default fast IDCT (off by up to ~7).
+        return tf.cond(
+            tf.io.is_jpeg(contents),
+            lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8),
+        )
+
+    def pillow():
+        return tf.numpy_function(_pil_decode, [path], tf.uint8, stateful=False)
+
+    image = tf.cond(use_pillow, pillow, native)
+    image.set_shape([None, None, 3])
+    image = tf.image.resize(image, [height, width], method="bilinear", antialias=False)
+    image.set_shape([height, width, 3])
+    return image
+
+
+def _to_uint8(image):
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+
+def _cached_images(records, report, height, width, num_parallel_calls):
+    """Decoded + resized uint8 images of the good records, [num_good, H, W, 3],
+    kept per process (a few entries, least recently used dropped)."""
+    key = (tuple(records[i].path for i in report.good), height, width)
+    with _IMAGE_CACHE_LOCK:
+        if key in _IMAGE_CACHE:
+            _IMAGE_CACHE.move_to_end(key)
+            return _IMAGE_CACHE[key]
+    paths = [records[i].path for i in report.good]
+    pillow = set(report.pillow_decoded)
+    flags = [i in pillow for i in report.good]
+    ds = tf.data.Dataset.from_tensor_slices((paths, flags))
+    ds = ds.map(lambda p, f: _to_uint8(_decode_resize(p, f, height, width)), num_parallel_calls=num_parallel_calls)
+    out = np.empty((len(paths), height, width, 3), np.uint8)
+    pos = 0
+    for batch in ds.batch(256).prefetch(2):
+        out[pos : pos + len(batch)] = batch.numpy()
+        pos += len(batch)
+    tensor = tf.constant(out)
+    with _IMAGE_CACHE_LOCK:
+        _IMAGE_CACHE[key] = tensor
+        while len(_IMAGE_CACHE) > _IMAGE_CACHE_ENTRIES:
+            _IMAGE_CACHE.popitem(last=False)
+    return tensor
+
+
+def clear_image_cache() -> None:
+    """Drop the decoded images kept by `make_dataset(..., cache=True)`."""
+    with _IMAGE_CACHE_LOCK:
+        _IMAGE_CACHE.clear()
+
+
+def epoch_order(records_or_pids, *, batch_size, training, seed=0, epoch=0, pk=None, drop_remainder=None,
+                num_shards=1, shard_index=0):
+    """Positions (into the given sequence) of one epoch, in batch order, for
+    this shard. Pure function of its arguments; used by `make_dataset`."""
+    pids = np.asarray(
+        [int(r.pid) if hasattr(r, "pid") else int(r) for r in records_or_pids], np.int64
+    )
+    n = len(pids)
+    if drop_remainder is None:
+        drop_remainder = training
+    positions = np.arange(n, dtype=np.int64)
+    if training and pk:
+        order = sampler.pk_order(positions, pids, batch_size, int(pk), seed, epoch)
+    elif training:
+        order = sampler.shuffled_order(positions, seed, epoch)
+    else:
+        order = positions
+    batches = sampler.num_batches(len(order), batch_size, drop_remainder)
+    if num_shards > 1:
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"shard_index {shard_index} not in [0, {num_shards})")
+        if drop_remainder:
+            batches -= batches % num_shards
+        keep = np.arange(batches)[shard_index::num_shards]
+        starts = keep * batch_size
+        order = np.concatenate([order[s : s + batch_size] for s in starts]) if len(starts) else order[:0]
+    else:
+        order = order[: batches * batch_size] if drop_remainder else order
+    return order
+
+
+def steps_per_epoch(records, batch_size, *, pk=None, drop_remainder=True, num_shards=1):
+    """Batches one shard yields per epoch. `records` is a sequence of records
+    (counted as they are; pass the good ones from `check_images` to exclude bad
+    files) or an int. P x K epochs have the same length as plain ones."""
+    n = records if isinstance(records, (int, np.integer)) else len(records)
+    batches = sampler.num_batches(int(n), int(batch_size), drop_remainder)
+    if num_shards > 1:
+        batches = batches // num_shards if drop_remainder else -(-batches // num_shards)
+    return batches
+
+
+def make_dataset(
+    records,
+    *,
+    image_size,
+    batch_size,
+    training,
+    seed=0,
+    epoch=0,
+    pk=None,
+    flip=True,
+    pad=10,
+    erasing_probability=0.0,
+    drop_remainder=None,
+    cache=False,
+    deterministic=True,
+    num_parallel_calls=AUTOTUNE,
+    prefetch=AUTOTUNE,
+    num_shards=1,
+    shard_index=0,
+    num_check_workers=None,
+):
+    """A `tf.data.Dataset` of `(images, labels)` for one epoch.
+
+    images: uint8 `[N, H, W, 3]`, `image_size=(H, W)`, bilinear resize in the
+    pipeline (grayscale and alpha decode to RGB). labels: `pid`, `camid` int32
+    `[N]`, `attributes` float32 `[N, A]` (when the records have them), `index`
+    int64 `[N]` (position in `records`).
+
+    training=True: order shuffled per (seed, epoch) (or identity-balanced
+    P x K with `pk=K`), random horizontal `flip`, zero-pad by `pad` and crop
+    back, random erasing with `erasing_probability`, last partial batch
+    dropped (`drop_remainder`). training=False: no augmentation, record order,
+    last partial batch kept. No repeat: iterate epochs by calling again with
+    `epoch=e`; `steps_per_epoch` gives the length. `cache=True` keeps the
+    decoded, resized images in memory for the process (augmentation still
+    runs every epoch). `num_shards`/`shard_index` split the batches between
+    input pipelines (multi-worker). Unreadable files are skipped: the dataset
+    has `.report` (a `PipelineReport`), and a warning names them.
+    """
+    height, width = _image_size(image_size)
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0.0 <= erasing_probability <= 1.0:
+        raise ValueError(f"erasing_probability must be in [0, 1], got {erasing_probability}")
+    records = list(records)
+    if not records:
+        raise ValueError("make_dataset: no records")
+    report = check_images(records, num_workers=num_check_workers)
+    if not report.good:
+        raise ValueError(f"make_dataset: none of the {len(records)} images is readable ({report.summary(5)})")
+    good = report.good
+    pids, camids, attributes = _labels_of(records, good)
+    if drop_remainder is None:
+        drop_remainder = bool(training)
+    order = epoch_order(
+        pids, batch_size=batch_size, training=training, seed=seed, epoch=epoch, pk=pk,
+        drop_remainder=drop_remainder, num_shards=num_shards, shard_index=shard_index,
+    )  # positions into `good`
+
+    # Per-element (position in the global epoch order) seeds; with sharding the
+    # positions are those of the unsharded epoch, so shards draw independently.
+    if num_shards > 1:
+        batch_ids = np.arange(len(order)) // batch_size * num_shards + shard_index
+        element = batch_ids * batch_size + np.arange(len(order)) % batch_size
+    else:
+        element = np.arange(len(order), dtype=np.int64)
+    base = np.int64((int(seed) & 0x7FFFFFFF) * 1_000_003 + int(epoch))
+
+    columns = {
+        "good_pos": order,
+        "element": element.astype(np.int64),
+    }
+    if cache:
+        images = _cached_images(records, report, height, width, num_parallel_calls)
+    else:
+        pillow = set(report.pillow_decoded)
+        paths = np.array([records[i].path for i in good], dtype=object)
+        flags = np.array([i in pillow for i in good], bool)
+        columns["path"] = paths[order].astype(str)
+        columns["pillow"] = flags[order]
+
+    label_table = {
+        "pid": tf.constant(pids),
+        "camid": tf.constant(camids),
+        "index": tf.constant(np.asarray(good, np.int64)),
+    }
+    if attributes is not None:
+        label_table["attributes"] = tf.constant(attributes)
+
+    do_flip = bool(training and flip)
+    pad = int(pad) if training else 0
+    erase = float(erasing_probability) if training else 0.0
+
+    def load(item):
+        pos = item["good_pos"]
+        if cache:
+            image = tf.cast(tf.gather(images, pos), tf.float32)
+        else:
+            image = _decode_resize(item["path"], item["pillow"], height, width)
+        if do_flip or pad or erase:
+            element_seed = tf.stack([tf.constant(base, tf.int64), item["element"]])
+            if do_flip:
+                image = augment.random_flip(image, element_seed)
+            if pad:
+                image = augment.pad_and_crop(image, element_seed, pad)
+            if erase:
+                image = augment.random_erasing(image, element_seed, erase)
+        image = _to_uint8(image)
+        image.set_shape([height, width, 3])
+        labels = {k: tf.gather(v, pos) for k, v in label_table.items()}
+        return image, labels
+
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    # Last line of defence: a file that went bad after the check is dropped,
+    # not fatal (the up-front check makes this rare).
+    ds = ds.ignore_errors(log_warning=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if prefetch:
+        ds = ds.prefetch(prefetch)
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    ds = ds.with_options(options)
+    ds.report = report
+    return ds
