@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hpnet.data import augment, sampler
-from keras_hpnet.data.validate import PipelineReport, check_images
+from keras_hpnet.data.validate import check_images
 
 AUTOTUNE = tf.data.AUTOTUNE
 
