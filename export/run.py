@@ -15,6 +15,8 @@ import dataclasses
 import importlib
 import json
 import os
+import re
+import zipfile
 
 from keras_hpnet.metadata import ModelMetadata
 
@@ -64,17 +66,38 @@ def read_config(run_dir: str) -> dict:
     return config
 
 
-def _register_custom_objects() -> None:
-    # Importing the packages registers every keras_hpnet layer/model class.
-    for name in ("keras_hpnet.layers", "keras_hpnet.models"):
-        importlib.import_module(name)
+_PROJECT_PACKAGES = ("keras_hpnet", "export", "training")
+
+
+def _register_custom_objects(path: str) -> None:
+    """Import the modules that define the classes a `.keras` file refers to.
+
+    keras_hpnet's layers and models always; plus any project module named in
+    the archive's config (e.g. a test/contract model defined in `training` or
+    `export`), so a fresh process can load it. Other modules are not imported.
+    """
+    modules = {"keras_hpnet.layers", "keras_hpnet.models"}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            text = zf.read("config.json").decode("utf-8")
+        modules.update(
+            m for m in re.findall(r'"module":\s*"([A-Za-z0-9_.]+)"', text)
+            if m.split(".")[0] in _PROJECT_PACKAGES
+        )
+    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+        pass  # keras.saving.load_model reports the problem
+    for name in sorted(modules):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise RunError(f"{path}: the model needs module {name!r}, which cannot be imported ({e})") from None
 
 
 def load_model(path: str):
     """Load a `.keras` file with keras_hpnet's classes registered; clear errors."""
     if not os.path.isfile(path):
         raise RunError(f"{path}: missing model file")
-    _register_custom_objects()
+    _register_custom_objects(path)
     import keras
 
     try:

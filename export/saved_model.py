@@ -1,0 +1,260 @@
+"""SavedModel export laid out for TF-Serving.
+
+    python -m export.saved_model --run_dir runs/hacnn --export_dir models/
+
+writes ``models/<model_name>/<version>/`` (a SavedModel; integer versions that
+increase and never overwrite) and ``models/models.config`` (a text
+ModelServerConfig listing every model under ``models/``). Signatures:
+
+- ``serving_default``: ``images`` uint8 ``[N, H, W, 3]`` -> ``embedding``
+  float32 ``[N, D]`` (+ ``attributes`` ``[N, A]`` for attribute models);
+- ``serve_image_bytes``: ``image_bytes`` string ``[N]`` of encoded JPEG/PNG
+  (any size) -> decoded to RGB, resized bilinearly to ``H x W`` in the graph ->
+  the same outputs.
+
+The metadata record (keras_hpnet.metadata.ModelMetadata) is the asset
+``assets/metadata.json`` (:func:`read_export_metadata` reads it back) and the
+output ``metadata_json`` (a scalar string) of a third signature ``metadata``
+that takes no inputs, so a client can ask a model server for the attribute
+names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import re
+import shutil
+import tempfile
+
+from keras_hpnet.fileio import write_text_atomic
+from keras_hpnet.metadata import ModelMetadata
+
+DEFAULT_SIGNATURE = "serving_default"
+BYTES_SIGNATURE = "serve_image_bytes"
+IMAGES_INPUT = "images"
+BYTES_INPUT = "image_bytes"
+METADATA_SIGNATURE = "metadata"
+METADATA_OUTPUT = "metadata_json"
+METADATA_ASSET = "metadata.json"
+MODELS_CONFIG = "models.config"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ExportError(ValueError):
+    """An export that cannot be written (names the path and the problem)."""
+
+
+@dataclasses.dataclass
+class ExportResult:
+    path: str  # models/<name>/<version>
+    version: int
+    model_name: str
+    metadata: ModelMetadata
+    models_config: str | None  # path of the written models.config
+
+
+def list_versions(model_base_path: str) -> list[int]:
+    """Integer version directories under `model_base_path`, ascending."""
+    try:
+        names = os.listdir(model_base_path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(model_base_path, n)))
+
+
+def _serving_module(model, metadata: ModelMetadata, metadata_file: str):
+    """A tf.Module holding the model and the two serving tf.functions."""
+    import tensorflow as tf
+
+    h, w = metadata.input_height, metadata.input_width
+
+    def _outputs(images):
+        out = model(images, training=False)
+        result = {"embedding": tf.cast(out["embedding"], tf.float32)}
+        if metadata.attribute_names:
+            result["attributes"] = tf.cast(out["attributes"], tf.float32)
+        return result
+
+    @tf.function(input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8, name=IMAGES_INPUT)])
+    def serving_default(images):
+        return _outputs(tf.cast(images, tf.float32))
+
+    def _decode_one(data):
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), (h, w), method="bilinear")
+        return tf.ensure_shape(image, (h, w, 3))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+    def serve_image_bytes(image_bytes):
+        images = tf.map_fn(_decode_one, image_bytes, fn_output_signature=tf.TensorSpec((h, w, 3), tf.float32))
+        return _outputs(images)
+
+    module = tf.Module()
+    module.metadata_file = tf.saved_model.Asset(metadata_file)
+
+    @tf.function(input_signature=[])
+    def metadata_signature():
+        # Read the asset at run time: it holds the final version number.
+        return {METADATA_OUTPUT: tf.io.read_file(module.metadata_file)}
+
+    module.model = model
+    # Keras 3 tracks some variables only in its own tracker: list them all so
+    # tf.saved_model.save can capture every one (what ExportArchive does).
+    module.model_variables = list(model.variables)
+    module.serving_default = serving_default
+    module.serve_image_bytes = serve_image_bytes
+    module.metadata_signature = metadata_signature
+    signatures = {
+        DEFAULT_SIGNATURE: serving_default,
+        BYTES_SIGNATURE: serve_image_bytes,
+        METADATA_SIGNATURE: metadata_signature,
+    }
+    return module, signatures
+
+
+@contextlib.contextmanager
+def _locked(base: str):
+    """An exclusive lock on `base/.export.lock` (serialises version numbering)."""
+    import fcntl
+
+    fd = os.open(os.path.join(base, ".export.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def export_saved_model(
+    model,
+    export_dir: str,
+    metadata: ModelMetadata,
+    *,
+    model_name: str | None = None,
+    write_models_config: bool = True,
+    config_base_path: str = "/models",
+) -> ExportResult:
+    """Export `model` as the next version of `export_dir/<model_name>/`.
+
+    The SavedModel is written into a hidden temporary directory beside the
+    versions and renamed into place under a file lock, so a model server never
+    sees a half-written version and concurrent exporters get distinct numbers.
+    """
+    import tensorflow as tf
+
+    model_name = model_name or metadata.model_name
+    if not _NAME_RE.match(model_name):
+        raise ExportError(f"--model_name {model_name!r}: use letters, digits, '_', '-', '.'")
+    base = os.path.join(export_dir, model_name)
+    os.makedirs(base, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=base, prefix=".tmp-export-")
+    try:
+        staging_md = os.path.join(tmp, "_staging", METADATA_ASSET)
+        os.makedirs(os.path.dirname(staging_md))
+        metadata.save(staging_md)
+        saved = os.path.join(tmp, "saved_model")
+        module, signatures = _serving_module(model, metadata, staging_md)
+        tf.saved_model.save(module, saved, signatures=signatures)
+        asset = os.path.join(saved, "assets", METADATA_ASSET)
+        with _locked(base):
+            version = max(list_versions(base), default=0) + 1
+            while True:
+                md = dataclasses.replace(metadata, model_name=model_name, version=version)
+                md.save(asset)  # the asset carries the final version number
+                target = os.path.join(base, str(version))
+                try:
+                    os.rename(saved, target)  # fails on an existing non-empty dir
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+                    version += 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    config_path = None
+    if write_models_config:
+        config_path = write_models_config_file(export_dir, config_base_path=config_base_path)
+    return ExportResult(path=target, version=version, model_name=model_name, metadata=md, models_config=config_path)
+
+
+def models_config_text(names: list[str], config_base_path: str = "/models") -> str:
+    """A text-format ModelServerConfig serving the latest version of each model."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    for name in names:
+        c = config.model_config_list.config.add()
+        c.name = name
+        c.base_path = config_base_path.rstrip("/") + "/" + name
+        c.model_platform = "tensorflow"
+        c.model_version_policy.latest.num_versions = 1
+    return text_format.MessageToString(config)
+
+
+def write_models_config_file(export_dir: str, config_base_path: str = "/models") -> str:
+    """(Re)write `export_dir/models.config` listing every exported model.
+
+    `config_base_path` is where `export_dir` is seen by the model server
+    (``/models`` when mounted into the tensorflow/serving Docker image).
+    """
+    names = sorted(n for n in os.listdir(export_dir) if _NAME_RE.match(n) and list_versions(os.path.join(export_dir, n)))
+    path = os.path.join(export_dir, MODELS_CONFIG)
+    write_text_atomic(path, models_config_text(names, config_base_path))
+    return path
+
+
+def read_export_metadata(version_dir: str) -> ModelMetadata:
+    """The ModelMetadata stored in a SavedModel version directory."""
+    return ModelMetadata.load(os.path.join(version_dir, "assets", METADATA_ASSET))
+
+
+def export_run(run_dir: str, export_dir: str, *, model_name: str | None = None, config_base_path: str = "/models") -> ExportResult:
+    """Load a training run directory and export it (see :func:`export_saved_model`)."""
+    from export.run import load_run
+
+    run = load_run(run_dir)
+    return export_saved_model(
+        run.model, export_dir, run.metadata, model_name=model_name, config_base_path=config_base_path
+    )
+
+
+def main(argv):
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        raise SystemExit(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.run_dir:
+        raise SystemExit("--run_dir is required")
+    from export.run import RunError
+
+    try:
+        res = export_run(FLAGS.run_dir, FLAGS.export_dir, model_name=FLAGS.model_name, config_base_path=FLAGS.config_base_path)
+    except (RunError, ExportError) as e:
+        raise SystemExit(f"error: {e}") from None
+    md = res.metadata
+    print(f"exported {res.model_name} version {res.version} -> {res.path}")
+    print(f"  input {md.input_height}x{md.input_width}x3 uint8, embedding {md.embedding_size}, "
+          f"{len(md.attribute_names)} attributes; signatures {DEFAULT_SIGNATURE}, {BYTES_SIGNATURE}")
+    print(f"  model server config: {res.models_config}")
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("run_dir", None, "training run directory (config.json + model.keras)")
+    flags.DEFINE_string("export_dir", "models", "where models/<model_name>/<version>/ go")
+    flags.DEFINE_string("model_name", None, "served model name (default: the run's model name)")
+    flags.DEFINE_string("config_base_path", "/models", "export_dir as the model server sees it (models.config base_path)")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
