@@ -77,6 +77,7 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0 = len(train) // batch_size
     input_height: int = 0  # 0 = the model's default
     input_width: int = 0
+    cache_images: bool = True  # decoded, resized training images kept in memory
     eval_batch_size: int = 64
     evaluate: bool = True
     synthetic_ids: int = 0  # train and test identities each (synthetic_pa100k: train images); 0 = default
@@ -113,6 +114,8 @@ class TrainConfig:
                 sizes.update(max_images=self.synthetic_max_images, min_images=min(2, self.synthetic_max_images))
         if self.synthetic_cameras:
             sizes["num_cameras"] = self.synthetic_cameras
+            if self.dataset == "synthetic":
+                sizes.update(max_cameras=min(5, self.synthetic_cameras), min_cameras=min(2, self.synthetic_cameras))
         return sizes
 
 
@@ -175,6 +178,8 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError("--triplet_weight > 0 needs P x K batches: set --pk (e.g. 4)")
     if cfg.dataset in ("pa100k", "synthetic_pa100k") and (cfg.triplet_weight > 0 or cfg.pk):
         raise ConfigError(f"--triplet_weight/--pk: {cfg.dataset} has no identities")
+    if cfg.synthetic_cameras and not 2 <= cfg.synthetic_cameras <= 9:
+        raise ConfigError(f"--synthetic_cameras={cfg.synthetic_cameras}: must be in 2..9")
     if cfg.dataset in GENERATED:
         if cfg.data_dir and os.path.exists(cfg.data_dir) and not os.path.isdir(cfg.data_dir):
             raise ConfigError(f"--data_dir={cfg.data_dir}: exists and is not a directory")

@@ -50,6 +50,7 @@ flags.DEFINE_integer("max_steps", None, "Stop after this many steps in total (0 
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (0 = training images // batch size).")
 flags.DEFINE_integer("input_height", None, "Input height (hpnet/mnet/tiny; 0 = model default).")
 flags.DEFINE_integer("input_width", None, "Input width (hpnet/mnet/tiny; 0 = model default).")
+flags.DEFINE_boolean("cache_images", None, "Keep decoded, resized training images in memory.")
 flags.DEFINE_integer("eval_batch_size", None, "Batch size of the final evaluation.")
 flags.DEFINE_boolean("evaluate", None, "Evaluate at the end and write metrics.json.")
 flags.DEFINE_integer("synthetic_ids", None, "Synthetic dataset: train and test identities each "
@@ -143,15 +144,6 @@ def make_loss_fn(cfg: TrainConfig, num_classes: int, num_attributes: int, positi
     return loss_fn
 
 
-def _shard(records, index, count):
-    """Records of input pipeline `index` of `count`: whole identities when there are ids."""
-    if count == 1:
-        return list(records)
-    if all(r.pid >= 0 for r in records):
-        return [r for r in records if r.pid % count == index]
-    return list(records)[index::count]
-
-
 def check_resumable(cfg: TrainConfig):
     """Refuse to resume a run directory made for a different model/dataset."""
     path = os.path.join(cfg.out_dir, "config.json")
@@ -196,7 +188,9 @@ def run(cfg: TrainConfig, strategy=None, verbose=1) -> dict:
     per_replica = cfg.batch_size // replicas
     if cfg.pk and per_replica % cfg.pk:
         raise ConfigError(f"--pk={cfg.pk} must divide the per-replica batch {per_replica}")
-    steps_per_epoch = cfg.steps_per_epoch or len(train) // cfg.batch_size
+    from keras_hpnet.data import steps_per_epoch as count_steps
+
+    steps_per_epoch = cfg.steps_per_epoch or count_steps(train, cfg.batch_size)
 
     positive_ratio = None
     weighting = cfg.attribute_weighting
@@ -233,9 +227,10 @@ def run(cfg: TrainConfig, strategy=None, verbose=1) -> dict:
     image_size = (cfg.input_height, cfg.input_width)
 
     def dataset_fn(ctx, epoch):
-        records = _shard(train, ctx.input_pipeline_id, ctx.num_input_pipelines)
-        return make_dataset(records, image_size=image_size, batch_size=per_replica, training=True,
-                            seed=cfg.seed + 7919 * ctx.input_pipeline_id, epoch=epoch, pk=cfg.pk or None)
+        # Every input pipeline (worker) takes its share of the epoch's batches.
+        return make_dataset(train, image_size=image_size, batch_size=per_replica, training=True,
+                            seed=cfg.seed, epoch=epoch, pk=cfg.pk or None, cache=cfg.cache_images,
+                            num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
 
     trainer = loop.Trainer(
         strategy=strategy, model=model, optimizer=optimizer,
@@ -276,16 +271,63 @@ def run(cfg: TrainConfig, strategy=None, verbose=1) -> dict:
 def evaluate(model, ds, cfg: TrainConfig) -> dict:
     """Final metrics (training.evaluation.evaluate_run) plus the raw-pixel
     nearest-neighbour rank-1 for re-id datasets."""
-    from training.evaluation import evaluate_run  # lazily: written in parallel
-
+    try:
+        from training.evaluation import evaluate_run
+    except ImportError:  # written in parallel; the minimal version below until it lands
+        evaluate_run = _evaluate_minimal
     metrics = dict(evaluate_run(model, ds, batch_size=cfg.eval_batch_size))
     if ds.kind == "reid":
         from keras_hpnet.datasets import raw_pixel_baseline
 
-        base = raw_pixel_baseline(ds)
-        metrics["raw_pixel_rank1"] = float(base["rank1"] if isinstance(base, dict) else base)
-    return {k: (float(v) if hasattr(v, "dtype") and getattr(v, "ndim", 1) == 0 else v)
-            for k, v in metrics.items() if not hasattr(v, "ndim") or v.ndim == 0}
+        metrics["raw_pixel_rank1"] = float(raw_pixel_baseline(ds)["rank1"])
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, (int, float, str, bool)) or (hasattr(v, "ndim") and v.ndim == 0):
+            out[k] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def _features(model, records, image_size, batch_size):
+    import numpy as np
+
+    from keras_hpnet.data import make_dataset
+
+    emb, att, idx = [], [], []
+    for images, labels in make_dataset(records, image_size=image_size, batch_size=batch_size, training=False):
+        out = model(images, training=False)
+        emb.append(np.asarray(out["embedding"]))
+        if "attributes" in out:
+            att.append(np.asarray(out["attributes"]))
+        idx.append(labels["index"].numpy())
+    return np.concatenate(emb), (np.concatenate(att) if att else None), np.concatenate(idx)
+
+
+def _evaluate_minimal(model, ds, batch_size=64):
+    import numpy as np
+
+    from keras_hpnet.metrics import attribute_metrics, euclidean_distance, reid_metrics
+
+    size = tuple(model.input_size)
+    metrics = {}
+    if ds.kind == "reid":
+        q, g = ds.splits["query"], ds.splits["gallery"]
+        qf, qa, qi = _features(model, q, size, batch_size)
+        gf, ga, gi = _features(model, g, size, batch_size)
+        arr = lambda recs, ix, f: np.array([getattr(recs[i], f) for i in ix])  # noqa: E731
+        m = reid_metrics(euclidean_distance(qf, gf), arr(q, qi, "pid"), arr(g, gi, "pid"),
+                         arr(q, qi, "camid"), arr(g, gi, "camid"))
+        metrics.update({k: m[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")})
+        if qa is not None and q[0].attributes is not None:
+            probs, labels = np.concatenate([qa, ga]), np.stack([r.attributes for r in q + g])[np.concatenate(
+                [qi, len(q) + gi])]
+            a = attribute_metrics(probs, labels)
+            metrics.update({k: a[k] for k in ("mA", "acc", "prec", "rec", "f1")})
+    else:
+        test = ds.splits["test"]
+        _, probs, ti = _features(model, test, size, batch_size)
+        a = attribute_metrics(probs, np.stack([test[i].attributes for i in ti]))
+        metrics.update({k: a[k] for k in ("mA", "acc", "prec", "rec", "f1")})
+    return metrics
 
 
 def main(argv):

@@ -280,6 +280,21 @@ class Trainer:
         reduce = lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None)  # noqa: E731
         return reduce(loss), {k: reduce(v) for k, v in terms.items()}
 
+    def step_on_batch(self, images, labels):
+        """One step on an already fetched distributed batch (benchmarks time the
+        fetch and the step separately with this); returns the reduced loss."""
+        if not hasattr(self, "_batch_step"):
+            def batch_step(images, labels):
+                loss, _ = self.strategy.run(self._replica_step, args=(images, labels))
+                return self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+
+            self._batch_step = tf.function(batch_step)
+        return self._batch_step(images, labels)
+
+    def epoch_iterator(self, epoch=0, skip_steps=0):
+        """Iterator over the distributed batches of `epoch` (repeating)."""
+        return self._epoch_iterator(epoch, skip_steps)
+
     # -- data ---------------------------------------------------------------
     def _epoch_iterator(self, epoch, skip_steps):
         def fn(ctx):
