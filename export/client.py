@@ -25,7 +25,6 @@ signature, invalid input, bad image.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import socket
@@ -205,6 +204,7 @@ class GrpcClient(_Client):
             raise ValueError("model_name is required")
         self.target, self.model_name, self.version = target, model_name, version
         self.timeout_s, self.batch_size = timeout_s, batch_size
+        self.last_version: int | None = None  # version that answered the last Predict
         self._channel = grpc.insecure_channel(
             target,
             options=[

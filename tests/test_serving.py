@@ -362,3 +362,28 @@ def test_cli_export_serve_query_and_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_real_model_export_serve_parity(tmp_path):
+    """A paper network (M-net, small input) through export -> serve -> client."""
+    import keras_hpnet
+    from export.run import metadata_from
+
+    model = keras_hpnet.build_model("mnet", num_classes=3, num_attributes=4, input_shape=(64, 32))
+    cfg = {"model": "mnet", "input_height": 64, "input_width": 32, "attribute_names": list("abcd")}
+    res = export_saved_model(model, str(tmp_path / "models"), metadata_from(model, cfg))
+    x = _images(2, seed=7, h=64, w=32)
+    want = _keras(model, x)
+    assert want["embedding"].shape == (2, model.embedding_dim) and want["attributes"].shape == (2, 4)
+    with ModelServer(os.path.dirname(res.path), port=0, poll_interval_s=5) as server:
+        with GrpcClient(f"127.0.0.1:{server.port}", "mnet", timeout_s=60) as c:
+            out = c.predict(x)
+            for k in want:
+                np.testing.assert_allclose(out[k], want[k], atol=1e-5)
+            out = c.predict([tf.io.encode_png(i).numpy() for i in x])
+            for k in want:
+                np.testing.assert_allclose(out[k], want[k], atol=1e-5)
+            assert c.model_info().attribute_names == list("abcd")
+    # Exported == inference mode, not training mode (the BatchNorm trap).
+    trained = np.asarray(model(x.astype(np.float32), training=True)["embedding"])
+    assert np.abs(trained - want["embedding"]).max() > 1e-3
