@@ -58,8 +58,9 @@ def read_config(run_dir: str) -> dict:
         raise RunError(f"{path}: missing key(s) {', '.join(missing)}")
     for k in ("input_height", "input_width"):
         v = config[k]
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise RunError(f"{path}: {k!r} must be a positive integer, got {v!r}")
+        # 0 is accepted ("the model's default"): model.input_size decides then.
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise RunError(f"{path}: {k!r} must be a positive integer (or 0 for the model default), got {v!r}")
     names = config.get("attribute_names") or []
     if not isinstance(names, list) or not all(isinstance(a, str) for a in names):
         raise RunError(f"{path}: 'attribute_names' must be a list of strings")
@@ -116,6 +117,8 @@ def metadata_from(model, config: dict, *, version: int = 1) -> ModelMetadata:
     input_size = getattr(model, "input_size", None)
     if input_size is not None:
         h, w = int(input_size[0]), int(input_size[1])
+    if h <= 0 or w <= 0:
+        raise RunError("cannot tell the input size: config input_height/input_width are 0 and the model has no input_size")
     emb = getattr(model, "embedding_dim", None) or config.get("embedding_dim")
     if emb is None:
         raise RunError("cannot tell the embedding size: neither model.embedding_dim nor config 'embedding_dim'")
