@@ -1,0 +1,368 @@
+"""training.evaluation (evaluate_run, extract) and python -m training.evaluate.
+
+A tiny stand-in model whose ranking feature is the mean colour of the image
+makes every distance, ranking and prediction known in advance: the metrics are
+checked against numbers worked out by hand and against loop references written
+here from the definitions (docs/metrics.md), not against keras_hpnet.metrics.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_hpnet.datasets import PedestrianDataset, Record
+from training import evaluate as evaluate_cli
+from training.evaluation import evaluate, evaluate_run, extract
+
+SIZE = (16, 8)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@keras.saving.register_keras_serializable(package="keras_hpnet_tests")
+class ColourNet(keras.Model):
+    """Embedding = mean red / 255 (1-d); attributes = mean (G, B) / 255 (the first
+    `num_attributes` of them). With `embedding_includes_attributes` the
+    embedding is followed by `attribute_scale` x the attribute probabilities
+    (like HAT-CNN's attribute part). Attention: the red channel, and 4 fixed
+    stripes as hard-attention boxes."""
+
+    model_name = "colournet"
+
+    def __init__(self, num_attributes=0, embedding_includes_attributes=False, attribute_scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_attributes = int(num_attributes)
+        self.embedding_includes_attributes = bool(embedding_includes_attributes)
+        self.attribute_scale = float(attribute_scale)
+        self.input_size = SIZE
+        self.num_classes = 0
+        self.embedding_dim = 1 + (self.num_attributes if self.embedding_includes_attributes else 0)
+
+    def call(self, x, training=False):
+        mean = keras.ops.mean(keras.ops.cast(x, "float32"), axis=(1, 2)) / 255.0
+        out = {"embedding": mean[:, :1]}
+        if self.num_attributes:
+            probs = mean[:, 1:1 + self.num_attributes]
+            out["attributes"] = probs
+            if self.embedding_includes_attributes:
+                out["embedding"] = keras.ops.concatenate([mean[:, :1], self.attribute_scale * probs], axis=-1)
+        return out
+
+    def attention_maps(self, x):
+        x = np.asarray(x, np.float32)
+        n = len(x)
+        stripes = np.array([[i / 4, 0.0, (i + 1) / 4, 1.0] for i in range(4)], np.float32)
+        return {"soft_level1": x[..., 0] / 255.0, "soft_level2": x[:, ::2, ::2, 1] / 255.0,
+                "boxes_level1": np.repeat(stripes[None], n, 0), "boxes_level2": np.repeat(stripes[None], n, 0),
+                "translations_level1": np.zeros((n, 4, 2), np.float32)}
+
+    def get_config(self):
+        return {"num_attributes": self.num_attributes, "name": self.name,
+                "embedding_includes_attributes": self.embedding_includes_attributes,
+                "attribute_scale": self.attribute_scale}
+
+
+def solid(path, rgb):
+    Image.fromarray(np.full(SIZE + (3,), rgb, np.uint8)).save(path)
+    return path
+
+
+# Hand-designed split (R channel decides the ranking; G, B the attributes):
+#   q1 pid 1 cam 0 R=100 | q2 pid 2 cam 0 R=200
+#   gallery (cam 1 unless said): g1 pid 1 R=100, g2 pid 2 R=110, g3 pid 1 R=130,
+#   g4 pid 2 R=190, g5 pid 2 cam 0 R=200 (same pid+cam as q2: ignored for q2),
+#   g6 pid 0 R=195 (distractor, no attribute labels).
+# q1 ranks g1(T) g2 g3(T) g4 g6 g5 -> AP (1 + 2/3)/2, rank1 hit, NP 2/3
+# q2 ranks g6 g4(T) g3 g2(T) g1 -> AP (1/2 + 2/4)/2, first hit at 2, NP 2/4
+HAND = {"rank1": 0.5, "rank5": 1.0, "rank10": 1.0, "mAP": (5 / 6 + 0.5) / 2, "mINP": (2 / 3 + 0.5) / 2}
+# (G, B) of each image: attribute 0 is "G > 127", attribute 1 "B > 127".
+Q = [("q1", 1, 0, (100, 200, 10), (1, 0)), ("q2", 2, 0, (200, 30, 240), (0, 1))]
+G = [("g1", 1, 1, (100, 220, 20), (1, 0)), ("g2", 2, 1, (110, 100, 200), (1, 1)),
+     ("g3", 1, 1, (130, 140, 90), (1, 0)), ("g4", 2, 1, (190, 20, 250), (0, 1)),
+     ("g5", 2, 0, (200, 10, 100), (0, 0)), ("g6", 0, 1, (195, 128, 128), None)]
+ATTRS = ["green", "blue"]
+
+
+def make_records(root, rows):
+    out = []
+    for name, pid, cam, rgb, attrs in rows:
+        path = solid(os.path.join(root, f"{name}.png"), rgb)
+        out.append(Record(path, pid, cam, None if attrs is None else np.array(attrs, np.uint8)))
+    return out
+
+
+@pytest.fixture
+def hand_dataset(tmp_path):
+    q, g = make_records(str(tmp_path), Q), make_records(str(tmp_path), G)
+    return PedestrianDataset("hand", {"train": q, "query": q, "gallery": g}, kind="reid", attribute_names=ATTRS)
+
+
+def reference_reid(q_feat, g_feat, q_pids, g_pids, q_cams, g_cams):
+    """Loop reference from the Market-1501 protocol definitions."""
+    d = np.sqrt(((q_feat[:, None] - g_feat[None]) ** 2).sum(-1))
+    cmc, aps, nps = [], [], []
+    for i in range(len(q_feat)):
+        order = np.argsort(d[i], kind="stable")
+        keep = [j for j in order if not (g_pids[j] == q_pids[i] and g_cams[j] == q_cams[i]) and g_pids[j] != -1]
+        hits = np.array([g_pids[j] == q_pids[i] for j in keep])
+        if not hits.any():
+            continue
+        ranks = np.flatnonzero(hits) + 1
+        cmc.append([bool((ranks <= k).any()) for k in (1, 5, 10)])
+        aps.append(np.mean([(n + 1) / r for n, r in enumerate(ranks)]))
+        nps.append(len(ranks) / ranks[-1])
+    cmc = np.mean(cmc, 0)
+    return {"rank1": cmc[0], "rank5": cmc[1], "rank10": cmc[2], "mAP": np.mean(aps), "mINP": np.mean(nps)}
+
+
+def reference_attributes(probs, labels):
+    pred, gt = probs > 0.5, labels.astype(bool)
+    terms = []
+    for j in range(gt.shape[1]):
+        parts = []
+        if gt[:, j].any():
+            parts.append((pred[:, j] & gt[:, j]).sum() / gt[:, j].sum())
+        if (~gt[:, j]).any():
+            parts.append((~pred[:, j] & ~gt[:, j]).sum() / (~gt[:, j]).sum())
+        terms.append(np.mean(parts))
+    ratio = lambda a, b: a / b if b else 0.0  # noqa: E731
+    acc = np.mean([ratio((p & t).sum(), (p | t).sum()) for p, t in zip(pred, gt)])
+    prec = np.mean([ratio((p & t).sum(), p.sum()) for p, t in zip(pred, gt)])
+    rec = np.mean([ratio((p & t).sum(), t.sum()) for p, t in zip(pred, gt)])
+    return {"mA": np.mean(terms), "acc": acc, "prec": prec, "rec": rec, "f1": 2 * prec * rec / (prec + rec)}, terms
+
+
+def colour_features(rows, with_attributes=0, scale=1.0):
+    """ColourNet's embedding of solid-colour images."""
+    rgb = np.array([r[3] for r in rows], np.float64) / 255.0
+    if with_attributes:
+        return np.concatenate([rgb[:, :1], scale * rgb[:, 1:1 + with_attributes]], 1)
+    return rgb[:, :1]
+
+
+def colour_probs(rows):
+    return np.array([r[3] for r in rows], np.float64)[:, 1:3] / 255.0
+
+
+def split_labels():
+    """(query pids, gallery pids, query camids, gallery camids) of the hand split."""
+    return (np.array([r[1] for r in Q]), np.array([r[1] for r in G]),
+            np.array([r[2] for r in Q]), np.array([r[2] for r in G]))
+
+
+def test_extract_returns_features_in_record_order_and_skips_unreadable(tmp_path, hand_dataset):
+    records = list(hand_dataset.gallery)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    records.insert(2, Record(str(bad), 5, 1, np.array([0, 0], np.uint8)))
+    with pytest.warns(Warning):
+        out = extract(ColourNet(num_attributes=2), records, image_size=SIZE, batch_size=4)
+    assert out["num_skipped"] == 1
+    np.testing.assert_array_equal(out["index"], [0, 1, 3, 4, 5, 6])
+    np.testing.assert_allclose(out["embedding"], colour_features(G), atol=1e-6)
+    np.testing.assert_allclose(out["attributes"], colour_probs(G), atol=1e-6)
+    np.testing.assert_array_equal(out["pids"], [1, 2, 1, 2, 2, 0])
+    np.testing.assert_array_equal(out["camids"], [1, 1, 1, 1, 0, 1])
+    np.testing.assert_array_equal(out["labeled"], [True] * 5 + [False])  # the distractor has no labels
+    np.testing.assert_array_equal(out["labels"][:5], [g[4] for g in G[:5]])
+
+
+def test_evaluate_run_matches_hand_computed_and_reference(hand_dataset):
+    metrics = evaluate_run(ColourNet(num_attributes=2), hand_dataset, batch_size=3)
+    for k, v in HAND.items():
+        assert metrics[k] == pytest.approx(v, abs=1e-9), k
+    ref = reference_reid(colour_features(Q), colour_features(G), *split_labels())
+    for k in HAND:
+        assert metrics[k] == pytest.approx(ref[k], abs=1e-9), k
+    # Attributes over query + gallery images that have labels (the distractor has none).
+    labelled = [r for r in Q + G if r[4] is not None]
+    ref_attr, _ = reference_attributes(colour_probs(labelled), np.array([r[4] for r in labelled]))
+    for k, v in ref_attr.items():
+        assert metrics[k] == pytest.approx(v, abs=1e-9), k
+    # By hand: green pred (G>127) = q1 g1 g3 (g2 G=100 missed): pos 3/4, neg 3/3; blue (B>127) = q2 g2 g4: 3/3, 4/4.
+    assert metrics["mA"] == pytest.approx(((3 / 4 + 1) / 2 + 1) / 2)
+    assert set(metrics) == {"rank1", "rank5", "rank10", "mAP", "mINP", "mA", "acc", "prec", "rec", "f1"}
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_attribute_part_of_ranking_feature_reported_both_ways(hand_dataset):
+    """HAT-CNN-style feature: with the attribute part the ranking changes; without it
+    (`*_without_attributes`) it is the hand-computed colour ranking."""
+    model = ColourNet(num_attributes=2, embedding_includes_attributes=True, attribute_scale=3.0)
+    result = evaluate(model, hand_dataset, batch_size=8)
+    m = result.metrics
+    for k, v in HAND.items():
+        assert m[f"{k}_without_attributes"] == pytest.approx(v, abs=1e-9), k
+    ref = reference_reid(colour_features(Q, 2, 3.0), colour_features(G, 2, 3.0), *split_labels())
+    for k in HAND:
+        assert m[k] == pytest.approx(ref[k], abs=1e-6), k
+    assert m["mAP"] != pytest.approx(m["mAP_without_attributes"])  # the design makes them differ
+    # Per-attribute table for the pictures.
+    assert [r["name"] for r in result.per_attribute] == ATTRS
+    assert result.per_attribute[0]["mA"] == pytest.approx((3 / 4 + 1) / 2)
+    assert result.per_attribute[1]["pos_ratio"] == pytest.approx(3 / 7)
+
+
+def test_rerank_adds_rerank_keys(hand_dataset):
+    from keras_hpnet.metrics import euclidean_distance, k_reciprocal_rerank, reid_metrics
+
+    result = evaluate(ColourNet(), hand_dataset, rerank=True)
+    q, g = colour_features(Q).astype(np.float32), colour_features(G).astype(np.float32)
+    d = k_reciprocal_rerank(euclidean_distance(q, g), euclidean_distance(q, q), euclidean_distance(g, g))
+    ref = reid_metrics(d, [1, 2], [r[1] for r in G], [0, 0], [r[2] for r in G])
+    for k in ("rank1", "rank5", "rank10", "mAP", "mINP"):
+        assert result.metrics[f"{k}_rerank"] == pytest.approx(ref[k], abs=1e-6)
+        assert result.metrics[k] == pytest.approx(HAND[k])
+    assert "mA" not in result.metrics  # no attribute predictions
+
+
+def test_attribute_dataset_uses_test_split(tmp_path):
+    train = make_records(str(tmp_path), [("t0", -1, -1, (0, 255, 0), (1, 0))])
+    test_rows = [(f"s{i}", -1, -1, (0, gv, bv), lab) for i, (gv, bv, lab) in
+                 enumerate([(200, 10, (1, 0)), (60, 220, (1, 1)), (10, 10, (0, 0)), (140, 140, (0, 1))])]
+    test = make_records(str(tmp_path), test_rows)
+    ds = PedestrianDataset("attr", {"train": train, "val": train, "test": test}, kind="attribute",
+                           attribute_names=ATTRS)
+    result = evaluate(ColourNet(num_attributes=2), ds)
+    ref, terms = reference_attributes(colour_probs(test_rows), np.array([r[4] for r in test_rows]))
+    assert set(result.metrics) == set(ref)
+    for k, v in ref.items():
+        assert result.metrics[k] == pytest.approx(v, abs=1e-9), k
+    assert result.attribute_split == "test"
+    assert [r["mA"] for r in result.per_attribute] == pytest.approx(terms)
+    # Matching by name: a model whose 2nd output is "green" only scores that attribute.
+    by_name = evaluate(ColourNet(num_attributes=2), ds, attribute_names=["other", "green"])
+    assert [r["name"] for r in by_name.per_attribute] == ["green"]
+    # A re-id-only model has nothing to do on an attribute-only dataset.
+    with pytest.raises(ValueError, match="nothing to evaluate.*query, gallery"):
+        evaluate(ColourNet(), ds)
+
+
+# -- the command line -------------------------------------------------------------------
+
+def write_csv_dataset(root):
+    os.makedirs(root, exist_ok=True)
+    for split, rows in (("train", Q), ("query", Q), ("gallery", G[:5])):  # CSV needs labels on every row
+        lines = ["path,pid,camid," + ",".join(ATTRS)]
+        for name, pid, cam, rgb, attrs in rows:
+            solid(os.path.join(root, f"{name}.png"), rgb)
+            lines.append(f"{name}.png,{pid},{cam},{attrs[0]},{attrs[1]}")
+        with open(os.path.join(root, f"{split}.csv"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def make_run_dir(path, data_dir, model=None, **config):
+    os.makedirs(path, exist_ok=True)
+    model = model or ColourNet(num_attributes=2)
+    model(np.zeros((1,) + SIZE + (3,), np.uint8))  # built before saving
+    model.save(os.path.join(path, "model.keras"))
+    cfg = {"model": "colournet", "dataset": "custom", "data_dir": data_dir, "input_height": SIZE[0],
+           "input_width": SIZE[1], "num_classes": 2, "attribute_names": ATTRS, "embedding_dim": 1, "seed": 0}
+    cfg.update(config)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return str(path)
+
+
+def test_cli_run_writes_metrics_and_pictures(tmp_path, capsys):
+    data = str(tmp_path / "data")
+    write_csv_dataset(data)
+    run_dir = make_run_dir(tmp_path / "run", data)
+    metrics = evaluate_cli.run(run_dir, rerank=True, num_queries=2, queries_per_picture=1, top_k=3, num_attention=2)
+    out = os.path.join(run_dir, "eval")
+    with open(os.path.join(out, "metrics.json")) as f:
+        written = json.load(f)
+    assert written == pytest.approx(metrics)
+    # Without the distractor g6 (CSV rows need labels): q2 ranks g4(T) g3 g2(T): AP 5/6 like q1.
+    assert written["rank1"] == 1.0 and written["mAP"] == pytest.approx(5 / 6)
+    assert written["mINP"] == pytest.approx(2 / 3)
+    assert {"rank1_rerank", "mA", "f1"} <= set(written)
+    with open(os.path.join(out, "evaluation.json")) as f:
+        details = json.load(f)
+    assert details["num_query"] == 2 and details["num_gallery"] == 5 and details["attribute_split"] == "query+gallery"
+    names = sorted(os.listdir(out))
+    assert names == ["attention_01.png", "attention_02.png", "attributes.png", "evaluation.json", "metrics.json",
+                     "per_attribute.csv", "ranked_lists_01.png", "ranked_lists_02.png"]
+    assert sorted(details["pictures"]) == [n for n in names if n.endswith(".png")]
+    with open(os.path.join(out, "per_attribute.csv")) as f:
+        assert f.readline().startswith("name,mA,")
+    # q1's ranked list (re-ranked distances): 3 tiles, the first (g1, same identity) framed green.
+    img = np.asarray(Image.open(os.path.join(out, "ranked_lists_01.png")).convert("RGB"))
+    green = np.all(img == (0, 200, 0), -1)
+    red = np.all(img == (230, 0, 0), -1)
+    assert green.any() and red.any()
+    assert np.flatnonzero(green.any(0))[0] < np.flatnonzero(red.any(0))[0]  # rank 1 correct
+    assert "rank1" in capsys.readouterr().out
+
+
+def test_cli_subprocess_and_errors(tmp_path):
+    data = str(tmp_path / "data")
+    write_csv_dataset(data)
+    run_dir = make_run_dir(tmp_path / "run", data)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.path.join(REPO, "tests"))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-c",
+                               "import test_evaluate, sys; from absl import app; from training import evaluate; "
+                               "sys.argv[0] = 'evaluate'; app.run(evaluate.main)", *args],
+                              capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+    ok = cli(f"--run_dir={run_dir}", f"--out={tmp_path / 'o'}", "--nopictures")
+    assert ok.returncode == 0, ok.stderr
+    assert os.path.isfile(tmp_path / "o" / "metrics.json") and "mAP" in ok.stdout
+    assert not [n for n in os.listdir(tmp_path / "o") if n.endswith(".png")]
+
+    # The real entry point; bad input fails before TensorFlow is imported.
+    missing = subprocess.run([sys.executable, "-m", "training.evaluate", f"--run_dir={tmp_path / 'nope'}"],
+                             capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert missing.returncode == 2 and "no such directory" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_config", "config.json: missing"),
+    ("bad_json", "config.json: not valid JSON"),
+    ("no_model_field", r"missing field\(s\) model"),
+    ("no_model", "model.keras: missing"),
+    ("bad_model", "model.keras: cannot load the model"),
+    ("unknown_dataset", "--dataset='nosuch'.*unknown dataset"),
+    ("bad_data_dir", "--data_dir=.*no such directory"),
+    ("no_query_gallery", "nothing to evaluate"),
+])
+def test_cli_errors_name_the_problem(tmp_path, case, message):
+    data = str(tmp_path / "data")
+    write_csv_dataset(data)
+    run_dir = make_run_dir(tmp_path / "run", data, model=ColourNet())
+    kwargs = {}
+    if case == "no_config":
+        os.remove(os.path.join(run_dir, "config.json"))
+    elif case == "bad_json":
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            f.write("{not json")
+    elif case == "no_model_field":
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump({"dataset": "custom"}, f)
+    elif case == "no_model":
+        os.remove(os.path.join(run_dir, "model.keras"))
+    elif case == "bad_model":
+        with open(os.path.join(run_dir, "model.keras"), "wb") as f:
+            f.write(b"garbage")
+    elif case == "unknown_dataset":
+        kwargs["dataset"] = "nosuch"
+    elif case == "bad_data_dir":
+        kwargs.update(dataset="custom", data_dir=str(tmp_path / "missing"))
+    elif case == "no_query_gallery":  # an attribute-only dataset for a re-id-only model
+        attr = str(tmp_path / "attr")
+        os.makedirs(attr)
+        for split in ("train", "val", "test"):
+            solid(os.path.join(attr, f"{split}.png"), (10, 200, 30))
+            with open(os.path.join(attr, f"{split}.csv"), "w") as f:
+                f.write(f"path,pid,camid,green\n{split}.png,-1,-1,1\n")
+        kwargs.update(dataset="custom", data_dir=attr)
+    with pytest.raises(evaluate_cli.EvaluateError, match=message):
+        evaluate_cli.run(run_dir, pictures=False, verbose=False, **kwargs)
+    assert not os.path.exists(os.path.join(run_dir, "eval", "metrics.json"))

@@ -1,0 +1,354 @@
+"""Evaluate a training run: ``python -m training.evaluate --run_dir DIR``.
+
+Loads `DIR/config.json` and `DIR/model.keras` (docs/design.md, "A training
+run directory"), recomputes the metrics on the run's dataset or on another
+(`--dataset`, `--data_dir`), optionally with k-reciprocal re-ranking
+(`--rerank`), prints a table and writes, atomically, to `--out`
+(default `DIR/eval`):
+
+    metrics.json        flat metrics (the keys of training.fit's metrics.json)
+    evaluation.json     metrics, per-attribute table, notes, what was evaluated
+    per_attribute.csv   one row per attribute (models with attributes)
+    ranked_lists_NN.png queries and their top-10 gallery (green: same identity)
+    attention_NN.png    attention overlays (HA-CNN soft maps + hard regions,
+                        HP-Net MDA maps)
+    attributes.png      per-attribute mA term and positive ratio
+
+See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "Training run directory (holds config.json and model.keras).")
+flags.DEFINE_string("dataset", None, "Evaluate on this dataset instead of the run's.")
+flags.DEFINE_string("data_dir", None, "Root of --dataset (default: the run's data_dir when the dataset is the run's).")
+flags.DEFINE_boolean("rerank", False, "Also report k-reciprocal re-ranked re-id metrics (*_rerank).")
+flags.DEFINE_string("out", None, "Output directory (default: RUN_DIR/eval).")
+flags.DEFINE_integer("batch_size", 64, "Inference batch size.")
+flags.DEFINE_boolean("pictures", True, "Write the pictures (ranked lists, attention, attribute chart).")
+flags.DEFINE_integer("num_queries", 8, "Queries shown in ranked-list pictures.")
+flags.DEFINE_integer("queries_per_picture", 4, "Queries per ranked-list picture.")
+flags.DEFINE_integer("top_k", 10, "Gallery images shown per query.")
+flags.DEFINE_integer("num_attention", 3, "Images with attention overlays.")
+
+REQUIRED_CONFIG_KEYS = ("model", "dataset")
+
+
+class EvaluateError(ValueError):
+    """Bad input to training.evaluate (message names the file or flag)."""
+
+
+# -- the run directory ------------------------------------------------------------------
+
+def read_run_config(run_dir: str) -> dict:
+    """`run_dir/config.json` as a dict, checked; EvaluateError naming the problem."""
+    if not run_dir:
+        raise EvaluateError("--run_dir is required")
+    if not os.path.isdir(run_dir):
+        raise EvaluateError(f"--run_dir={run_dir}: no such directory")
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise EvaluateError(f"{path}: missing (not a training run directory? training.fit writes it)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvaluateError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise EvaluateError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    missing = [k for k in REQUIRED_CONFIG_KEYS if k not in config]
+    if missing:
+        raise EvaluateError(f"{path}: missing field(s) {', '.join(missing)}")
+    names = config.get("attribute_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise EvaluateError(f"{path}: field 'attribute_names' must be a list of strings")
+    model_path = os.path.join(run_dir, "model.keras")
+    if not os.path.isfile(model_path):
+        raise EvaluateError(f"{model_path}: missing (training did not finish, or the run directory is incomplete)")
+    return config
+
+
+def resolve_dataset(config: dict, dataset: str | None, data_dir: str | None):
+    """(name, root, load options) of the dataset to evaluate on."""
+    run_dataset = str(config["dataset"])
+    name = dataset or run_dataset
+    same = name == run_dataset
+    root = data_dir if data_dir else (config.get("data_dir") if same else None)
+    if root and not os.path.isdir(root) and not name.startswith("synthetic"):
+        raise EvaluateError(f"--data_dir={root}: no such directory")
+    options = {}
+    if same and name.startswith("synthetic"):  # the run's generated data, same sizes
+        from training.config import TrainConfig
+
+        options = TrainConfig.from_dict(config).synthetic_sizes
+    return name, root, options
+
+
+def load_run_model(run_dir: str):
+    path = os.path.join(run_dir, "model.keras")
+    import keras
+
+    import keras_hpnet.models  # noqa: F401  (registers the model classes)
+    try:
+        import training.tiny_model  # noqa: F401  (the smoke-test model, --model tiny)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        return keras.saving.load_model(path)
+    except Exception as e:  # noqa: BLE001  (any failure to read the file)
+        raise EvaluateError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from None
+
+
+# -- output -----------------------------------------------------------------------------
+
+def format_table(metrics: dict) -> str:
+    """The metrics as an aligned two-column table (percentages)."""
+    if not metrics:
+        return "(no metrics)"
+    width = max(len(k) for k in metrics)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
+    lines += [f"{k:<{width}}  {100 * v:6.2f}%" for k, v in metrics.items()]
+    return "\n".join(lines)
+
+
+def per_attribute_csv(rows: list) -> str:
+    buf = io.StringIO()
+    fields = ["name", "mA", "pos_acc", "neg_acc", "pos_ratio", "num_pos", "num_neg"]
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{r[k]:.6f}" if isinstance(r.get(k), float) else r.get(k)) for k in fields})
+    return buf.getvalue()
+
+
+def _load_image(path: str, size_hw) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB").resize((int(size_hw[1]), int(size_hw[0])), Image.BILINEAR)
+        return np.asarray(im, np.uint8)
+
+
+def ranked_lists(evaluation, dataset, *, image_size, num_queries=8, per_picture=4, top_k=10):
+    """Ranked-list pictures (list of RGB arrays) from an `Evaluation` with re-id results."""
+    from keras_hpnet import viz
+
+    q, g = evaluation.query, evaluation.gallery
+    reranked = evaluation.distmat_rerank is not None
+    dist = evaluation.distmat_rerank if reranked else evaluation.distmat
+    if q is None or dist is None or not len(q["pids"]) or num_queries <= 0:
+        return []
+    q_recs, g_recs = dataset.splits["query"], dataset.splits["gallery"]
+    # Queries with a true match (as the protocol counts them), spread over the list.
+    valid = [i for i in range(len(q["pids"]))
+             if np.any((g["pids"] == q["pids"][i]) & (g["camids"] != q["camids"][i]))]
+    if not valid:
+        return []
+    chosen = [valid[int(j)] for j in np.unique(np.linspace(0, len(valid) - 1, min(num_queries, len(valid))).round())]
+    rows = []
+    for i in chosen:
+        order = np.argsort(dist[i], kind="stable")
+        same_view = (g["pids"][order] == q["pids"][i]) & (g["camids"][order] == q["camids"][i])
+        order = order[~same_view & (g["pids"][order] != -1)][:top_k]  # protocol: ignored items
+        rows.append((i, order))
+    pictures = []
+    per_picture = max(1, int(per_picture))
+    for start in range(0, len(rows), per_picture):
+        part = rows[start:start + per_picture]
+        query_images = [_load_image(q_recs[q["index"][i]].path, image_size) for i, _ in part]
+        gallery_images = [[_load_image(g_recs[g["index"][j]].path, image_size) for j in order] for _, order in part]
+        correct = [g["pids"][order] == q["pids"][i] for i, order in part]
+        q_caps = [f"id {q['pids'][i]} c{q['camids'][i] + 1}" for i, _ in part]
+        g_caps = [[f"id {g['pids'][j]}" for j in order] for _, order in part]
+        title = (f"{dataset.name}: top-{top_k} gallery per query ({'re-ranked' if reranked else 'Euclidean'}); "
+                 "green = same identity, red = different")
+        pictures.append(viz.ranked_list_image(query_images, gallery_images, correct, query_captions=q_caps,
+                                              gallery_captions=g_caps, title=title,
+                                              scale=max(1.0, 48.0 / image_size[1])))
+    return pictures
+
+
+def attention_panels(maps: dict, n: int):
+    """(maps, titles, per-map boxes, input boxes, columns) for image `n` of `model.attention_maps` output.
+
+    HA-CNN: `soft_level{i}` [N, h, w] with `boxes_level{i}` [N, 4, 4]
+    (y1, x1, y2, x2) drawn over the level's soft map (the input panel shows
+    level 1's regions); HP-Net: `mda{m}` [N, h, w, K], K maps per module.
+    Other [N, h, w] or [N, h, w, K] arrays are shown as maps too.
+    """
+    out_maps, titles, boxes = [], [], []
+    input_boxes = None
+    columns = None
+    for key in sorted(maps):
+        a = np.asarray(maps[key])
+        if key.startswith(("boxes_", "translations_")) or a.ndim < 3:
+            continue
+        level = key.rsplit("level", 1)[-1] if "level" in key else None
+        box = maps.get(f"boxes_level{level}") if level else None
+        if a.ndim == 3:
+            out_maps.append(a[n])
+            titles.append(f"soft L{level}" if key.startswith("soft_level") else key)
+            boxes.append(None if box is None else np.asarray(box)[n])
+        elif a.ndim == 4:
+            for k in range(a.shape[-1]):
+                out_maps.append(a[n, ..., k])
+                titles.append(f"{key.upper()} #{k + 1}" if key.startswith("mda") else f"{key} #{k + 1}")
+                boxes.append(None)
+            columns = max(columns or 0, min(a.shape[-1], 9))
+    if "boxes_level1" in maps:
+        input_boxes = np.asarray(maps["boxes_level1"])[n]
+    if columns is not None:
+        columns += 1  # the input panel starts the first row
+    return out_maps, titles, (boxes if any(b is not None for b in boxes) else None), input_boxes, columns
+
+
+def attention_pictures(model, records, *, image_size, count=3, model_name=""):
+    """Attention-overlay pictures for the first `count` records (empty if the model has none)."""
+    from keras_hpnet import viz
+
+    if count <= 0 or not records or not hasattr(model, "attention_maps"):
+        return []
+    pictures, images = [], []
+    for r in records:
+        if len(images) >= count:
+            break
+        try:
+            images.append((r, _load_image(r.path, image_size)))
+        except OSError:
+            continue
+    if not images:
+        return []
+    maps = model.attention_maps(np.stack([im for _, im in images]))
+    for n, (r, image) in enumerate(images):
+        out_maps, titles, map_boxes, input_boxes, columns = attention_panels(maps, n)
+        if not out_maps and input_boxes is None:
+            return []
+        title = f"{model_name} attention: {os.path.basename(r.path)} (id {r.pid})"
+        pictures.append(viz.attention_overlay_image(
+            image, out_maps, map_titles=titles, boxes=input_boxes, map_boxes=map_boxes,
+            box_labels=["1", "2", "3", "4"] if input_boxes is not None else None, columns=columns,
+            title=title, scale=max(2.0 if columns is None else 1.5, 80.0 / image_size[1])))
+    return pictures
+
+
+def attribute_picture(evaluation, dataset_name: str):
+    from keras_hpnet import viz
+
+    rows = evaluation.per_attribute
+    if not rows:
+        return None
+    names = [r.get("name", str(r["index"])) for r in rows]
+    values = [[r["mA"] for r in rows], [r["pos_ratio"] for r in rows]]
+    ma = evaluation.metrics.get("mA")
+    return viz.attribute_bar_chart(
+        names, values, series_names=["mA term (TP/P + TN/N)/2", "positive ratio"],
+        title=f"{dataset_name} ({evaluation.attribute_split}): per-attribute mA",
+        reference=ma, reference_label=f"mA {100 * ma:.1f}%" if ma is not None else None)
+
+
+# -- the command ------------------------------------------------------------------------
+
+def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None, rerank: bool = False,
+        out: str | None = None, batch_size: int = 64, pictures: bool = True, num_queries: int = 8,
+        queries_per_picture: int = 4, top_k: int = 10, num_attention: int = 3, verbose: bool = True) -> dict:
+    """Evaluate the run in `run_dir`; returns the flat metrics (also written to `out`)."""
+    from keras_hpnet import datasets, viz
+    from keras_hpnet.fileio import write_text_atomic
+    from training.evaluation import evaluate
+
+    if batch_size < 1:
+        raise EvaluateError(f"--batch_size={batch_size}: must be >= 1")
+    if top_k < 1:
+        raise EvaluateError(f"--top_k={top_k}: must be >= 1")
+    config = read_run_config(run_dir)  # fail fast: files and names before any model
+    name, root, options = resolve_dataset(config, dataset, data_dir)
+    out = out or os.path.join(run_dir, "eval")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise EvaluateError(f"--out={out}: exists and is not a directory")
+    try:
+        ds = datasets.load(name, root, **options)
+    except ValueError as e:  # unknown name, missing root, unreadable files (DatasetError)
+        source = "--dataset" if dataset else "config.json field 'dataset'"
+        raise EvaluateError(f"{source}={name!r}" + (f" (data_dir {root})" if root else "") + f": {e}") from None
+    model = load_run_model(run_dir)
+    names = config.get("attribute_names") or None
+    if names is not None and len(names) != int(getattr(model, "num_attributes", 0) or 0):
+        names = None  # config and model disagree: fall back to matching by position
+    try:
+        result = evaluate(model, ds, batch_size=batch_size, rerank=rerank, attribute_names=names)
+    except ValueError as e:
+        raise EvaluateError(str(e)) from None
+
+    os.makedirs(out, exist_ok=True)
+    written = []
+
+    def save(picture, filename):
+        if picture is not None:
+            written.append(viz.save_png(picture, os.path.join(out, filename)))
+
+    if pictures:
+        image_size = tuple(int(s) for s in model.input_size)
+        if result.query is not None:
+            for k, pic in enumerate(ranked_lists(result, ds, image_size=image_size, num_queries=num_queries,
+                                                 per_picture=queries_per_picture, top_k=top_k), start=1):
+                save(pic, f"ranked_lists_{k:02d}.png")
+        source = ds.splits.get("query") or ds.splits.get("test") or []
+        for k, pic in enumerate(attention_pictures(model, source, image_size=image_size, count=num_attention,
+                                                   model_name=str(config["model"])), start=1):
+            save(pic, f"attention_{k:02d}.png")
+        save(attribute_picture(result, ds.name), "attributes.png")
+
+    details = {
+        "run_dir": os.path.abspath(run_dir),
+        "model": config["model"],
+        "dataset": ds.name,
+        "data_dir": root,
+        "rerank": bool(rerank),
+        "metrics": result.metrics,
+        "num_query": 0 if result.query is None else int(len(result.query["pids"])),
+        "num_gallery": 0 if result.gallery is None else int(len(result.gallery["pids"])),
+        "num_test": 0 if result.test is None else int(len(result.test["pids"])),
+        "attribute_split": result.attribute_split,
+        "per_attribute": result.per_attribute,
+        "notes": result.notes,
+        "pictures": [os.path.basename(p) for p in written],
+    }
+    write_text_atomic(os.path.join(out, "metrics.json"), json.dumps(result.metrics, indent=2) + "\n")
+    write_text_atomic(os.path.join(out, "evaluation.json"), json.dumps(details, indent=2) + "\n")
+    if result.per_attribute:
+        write_text_atomic(os.path.join(out, "per_attribute.csv"), per_attribute_csv(result.per_attribute))
+    if verbose:
+        print(f"{config['model']} on {ds.name}" + (" (re-ranked too)" if rerank else ""), flush=True)
+        print(format_table(result.metrics), flush=True)
+        for note in result.notes:
+            print(f"note: {note}", flush=True)
+        print(f"wrote {os.path.join(out, 'metrics.json')} and {len(written)} picture(s) in {out}", flush=True)
+    return result.metrics
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from keras_hpnet.datasets import DatasetError
+
+    try:
+        run(FLAGS.run_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, rerank=FLAGS.rerank, out=FLAGS.out,
+            batch_size=FLAGS.batch_size, pictures=FLAGS.pictures, num_queries=FLAGS.num_queries,
+            queries_per_picture=FLAGS.queries_per_picture, top_k=FLAGS.top_k, num_attention=FLAGS.num_attention)
+    except (EvaluateError, DatasetError, FileNotFoundError) as e:
+        print(f"training.evaluate: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)
