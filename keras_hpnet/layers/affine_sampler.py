@@ -47,8 +47,8 @@ class AffineRegionSampler(keras.layers.Layer):
         u = np.linspace(-1.0, 1.0, out_w) if out_w > 1 else np.zeros(1)
         v = np.linspace(-1.0, 1.0, out_h) if out_h > 1 else np.zeros(1)
         # Constant pixel grids (corner-aligned) for zero translation.
-        self._grid_x = ((sx * u + 1.0) * (width - 1) / 2.0).astype("float32")
-        self._grid_y = ((sy * v + 1.0) * (height - 1) / 2.0).astype("float32")
+        self._grid_x = (sx * u + 1.0) * (width - 1) / 2.0
+        self._grid_y = (sy * v + 1.0) * (height - 1) / 2.0
         self._height, self._width = int(height), int(width)
         self.built = True
 
@@ -75,8 +75,8 @@ class AffineRegionSampler(keras.layers.Layer):
         channels = features.shape[-1]
         tx = translations[:, :, 0:1]  # [N, R, 1]
         ty = translations[:, :, 1:2]
-        px = tf.constant(self._grid_x)[None, None, :] + tx * ((self._width - 1) / 2.0)   # [N,R,Wo]
-        py = tf.constant(self._grid_y)[None, None, :] + ty * ((self._height - 1) / 2.0)  # [N,R,Ho]
+        px = tf.constant(self._grid_x, features.dtype)[None, None, :] + tx * ((self._width - 1) / 2.0)   # [N,R,Wo]
+        py = tf.constant(self._grid_y, features.dtype)[None, None, :] + ty * ((self._height - 1) / 2.0)  # [N,R,Ho]
         y0, y1, wy0, wy1 = self._taps(py, self._height)
         x0, x1, wx0, wx1 = self._taps(px, self._width)
         # Rows: gather along H per sample -> [N, R*Ho, W, C].

@@ -19,8 +19,8 @@ class ChannelAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.reduction = int(reduction)
-        self.squeeze = ConvBlock(max(1, self.channels // self.reduction), 1, name="squeeze")
-        self.excite = ConvBlock(self.channels, 1, name="excite")
+        self.squeeze = ConvBlock(max(1, self.channels // self.reduction), 1, name="squeeze", dtype=self.dtype_policy)
+        self.excite = ConvBlock(self.channels, 1, name="excite", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         if input_shape[-1] != self.channels:

@@ -29,9 +29,9 @@ class ConvBlock(keras.layers.Layer):
         self.activation = bool(activation)
         self.conv = keras.layers.Conv2D(
             self.filters, kernel_size, strides=strides, padding="same", use_bias=True,
-            kernel_initializer="he_normal", name="conv")
+            kernel_initializer="he_normal", name="conv", dtype=self.dtype_policy)
         # PyTorch-style BN statistics (momentum 0.1 there == 0.9 here, eps 1e-5).
-        self.bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn")
+        self.bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         build_chain([self.conv, self.bn], input_shape)

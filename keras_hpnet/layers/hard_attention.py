@@ -27,7 +27,7 @@ class HardAttention(keras.layers.Layer):
             bias = np.stack([np.zeros_like(centres), centres], 1).reshape(-1).astype("float32")
         self.fc = keras.layers.Dense(
             2 * self.num_regions, kernel_initializer="zeros",
-            bias_initializer=keras.initializers.Constant(bias), name="fc")
+            bias_initializer=keras.initializers.Constant(bias), name="fc", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.fc.build((input_shape[0], input_shape[-1]))

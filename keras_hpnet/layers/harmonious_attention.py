@@ -22,8 +22,8 @@ class HarmoniousAttention(keras.layers.Layer):
         self.channels = int(channels)
         self.num_regions = int(num_regions)
         self.reduction = int(reduction)
-        self.soft = SoftAttention(self.channels, self.reduction, name="soft")
-        self.hard = HardAttention(self.num_regions, name="hard")
+        self.soft = SoftAttention(self.channels, self.reduction, name="soft", dtype=self.dtype_policy)
+        self.hard = HardAttention(self.num_regions, name="hard", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.soft.build(input_shape)

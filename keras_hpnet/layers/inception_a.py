@@ -25,12 +25,12 @@ class InceptionA(keras.layers.Layer):
         self.filters = int(filters)
         mid = self.filters // 4
         self.streams = [
-            [ConvBlock(mid, 1, name=f"s{i}_1x1"), ConvBlock(mid, 3, name=f"s{i}_3x3")]
+            [ConvBlock(mid, 1, name=f"s{i}_1x1", dtype=self.dtype_policy), ConvBlock(mid, 3, name=f"s{i}_3x3", dtype=self.dtype_policy)]
             for i in range(1, 4)
         ]
         self.streams.append([
-            keras.layers.AveragePooling2D(3, strides=1, padding="same", name="s4_pool"),
-            ConvBlock(mid, 1, name="s4_1x1"),
+            keras.layers.AveragePooling2D(3, strides=1, padding="same", name="s4_pool", dtype=self.dtype_policy),
+            ConvBlock(mid, 1, name="s4_1x1", dtype=self.dtype_policy),
         ])
 
     def build(self, input_shape):

@@ -26,11 +26,11 @@ class InceptionB(keras.layers.Layer):
         self.filters = int(filters)
         mid = self.filters // 4
         self.streams = [
-            [ConvBlock(mid, 1, name="s1_1x1"), ConvBlock(mid, 3, strides=2, name="s1_3x3s2")],
-            [ConvBlock(mid, 1, name="s2_1x1"), ConvBlock(mid, 3, name="s2_3x3"),
-             ConvBlock(mid, 3, strides=2, name="s2_3x3s2")],
-            [keras.layers.MaxPooling2D(3, strides=2, padding="same", name="s3_pool"),
-             ConvBlock(2 * mid, 1, name="s3_1x1")],
+            [ConvBlock(mid, 1, name="s1_1x1", dtype=self.dtype_policy), ConvBlock(mid, 3, strides=2, name="s1_3x3s2", dtype=self.dtype_policy)],
+            [ConvBlock(mid, 1, name="s2_1x1", dtype=self.dtype_policy), ConvBlock(mid, 3, name="s2_3x3", dtype=self.dtype_policy),
+             ConvBlock(mid, 3, strides=2, name="s2_3x3s2", dtype=self.dtype_policy)],
+            [keras.layers.MaxPooling2D(3, strides=2, padding="same", name="s3_pool", dtype=self.dtype_policy),
+             ConvBlock(2 * mid, 1, name="s3_1x1", dtype=self.dtype_policy)],
         ]
 
     def build(self, input_shape):

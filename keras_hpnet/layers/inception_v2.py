@@ -46,17 +46,17 @@ class InceptionV2Block(keras.layers.Layer):
         s = self.strides
         self.branches = []
         if w(branch_1x1) and s == 1:
-            self.branches.append([ConvBlock(w(branch_1x1), 1, name="b1x1")])
-        self.branches.append([ConvBlock(w(reduce_3x3), 1, name="b3x3_reduce"),
-                              ConvBlock(w(branch_3x3), 3, strides=s, name="b3x3")])
-        self.branches.append([ConvBlock(w(reduce_double), 1, name="bdbl_reduce"),
-                              ConvBlock(w(branch_double), 3, name="bdbl_a"),
-                              ConvBlock(w(branch_double), 3, strides=s, name="bdbl_b")])
+            self.branches.append([ConvBlock(w(branch_1x1), 1, name="b1x1", dtype=self.dtype_policy)])
+        self.branches.append([ConvBlock(w(reduce_3x3), 1, name="b3x3_reduce", dtype=self.dtype_policy),
+                              ConvBlock(w(branch_3x3), 3, strides=s, name="b3x3", dtype=self.dtype_policy)])
+        self.branches.append([ConvBlock(w(reduce_double), 1, name="bdbl_reduce", dtype=self.dtype_policy),
+                              ConvBlock(w(branch_double), 3, name="bdbl_a", dtype=self.dtype_policy),
+                              ConvBlock(w(branch_double), 3, strides=s, name="bdbl_b", dtype=self.dtype_policy)])
         pool_layer = (keras.layers.AveragePooling2D if pool == "avg" else keras.layers.MaxPooling2D)(
-            3, strides=s, padding="same", name="pool")
+            3, strides=s, padding="same", name="pool", dtype=self.dtype_policy)
         pool_branch = [pool_layer]
         if w(pool_proj) and s == 1:
-            pool_branch.append(ConvBlock(w(pool_proj), 1, name="pool_proj"))
+            pool_branch.append(ConvBlock(w(pool_proj), 1, name="pool_proj", dtype=self.dtype_policy))
         self.branches.append(pool_branch)
 
     def build(self, input_shape):

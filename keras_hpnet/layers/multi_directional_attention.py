@@ -38,9 +38,9 @@ class MultiDirectionalAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_maps = int(num_maps)
         self.tails = [[dict(b) for b in tail] for tail in tails]
-        self.attention_conv = ConvBlock(self.num_maps, 1, name="attention")
+        self.attention_conv = ConvBlock(self.num_maps, 1, name="attention", dtype=self.dtype_policy)
         self.tail_blocks = [
-            [InceptionV2Block(**copy.deepcopy(cfg), name=f"level{l + 1}_block{i + 1}")
+            [InceptionV2Block(**copy.deepcopy(cfg), name=f"level{l + 1}_block{i + 1}", dtype=self.dtype_policy)
              for i, cfg in enumerate(tail)]
             for l, tail in enumerate(self.tails)
         ]

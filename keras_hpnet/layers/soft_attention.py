@@ -22,9 +22,9 @@ class SoftAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.reduction = int(reduction)
-        self.spatial = SpatialAttention(name="spatial")
-        self.channel = ChannelAttention(self.channels, self.reduction, name="channel")
-        self.fuse = ConvBlock(self.channels, 1, name="fuse")
+        self.spatial = SpatialAttention(name="spatial", dtype=self.dtype_policy)
+        self.channel = ChannelAttention(self.channels, self.reduction, name="channel", dtype=self.dtype_policy)
+        self.fuse = ConvBlock(self.channels, 1, name="fuse", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.spatial.build(input_shape)

@@ -17,8 +17,8 @@ class SpatialAttention(keras.layers.Layer):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.reduce_conv = ConvBlock(1, 3, strides=2, name="conv3x3s2")
-        self.scale_conv = ConvBlock(1, 1, name="conv1x1")
+        self.reduce_conv = ConvBlock(1, 3, strides=2, name="conv3x3s2", dtype=self.dtype_policy)
+        self.scale_conv = ConvBlock(1, 1, name="conv1x1", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         shape = tuple(input_shape[:-1]) + (1,)
