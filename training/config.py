@@ -178,6 +178,8 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError("--triplet_weight > 0 needs P x K batches: set --pk (e.g. 4)")
     if cfg.dataset in ("pa100k", "synthetic_pa100k") and (cfg.triplet_weight > 0 or cfg.pk):
         raise ConfigError(f"--triplet_weight/--pk: {cfg.dataset} has no identities")
+    if cfg.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
+        raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and task)")
     if cfg.synthetic_cameras and not 2 <= cfg.synthetic_cameras <= 9:
         raise ConfigError(f"--synthetic_cameras={cfg.synthetic_cameras}: must be in 2..9")
     if cfg.dataset in GENERATED:

@@ -9,7 +9,8 @@ run directory"), recomputes the metrics on the run's dataset or on another
     metrics.json        flat metrics (the keys of training.fit's metrics.json)
     evaluation.json     metrics, per-attribute table, notes, what was evaluated
     per_attribute.csv   one row per attribute (models with attributes)
-    ranked_lists_NN.png queries and their top-10 gallery (green: same identity)
+    ranked_lists_NN.png queries and their top-10 gallery (green: same identity);
+                        ranked_lists_rerank_NN.png with --rerank
     attention_NN.png    attention overlays (HA-CNN soft maps + hard regions,
                         HP-Net MDA maps)
     attributes.png      per-attribute mA term and positive ratio
@@ -139,12 +140,12 @@ def _load_image(path: str, size_hw) -> np.ndarray:
         return np.asarray(im, np.uint8)
 
 
-def ranked_lists(evaluation, dataset, *, image_size, num_queries=8, per_picture=4, top_k=10):
-    """Ranked-list pictures (list of RGB arrays) from an `Evaluation` with re-id results."""
+def ranked_lists(evaluation, dataset, *, image_size, num_queries=8, per_picture=4, top_k=10, reranked=False):
+    """Ranked-list pictures (list of RGB arrays) from an `Evaluation` with re-id results
+    (Euclidean distances, or the re-ranked ones with `reranked`)."""
     from keras_hpnet import viz
 
     q, g = evaluation.query, evaluation.gallery
-    reranked = evaluation.distmat_rerank is not None
     dist = evaluation.distmat_rerank if reranked else evaluation.distmat
     if q is None or dist is None or not len(q["pids"]) or num_queries <= 0:
         return []
@@ -237,7 +238,7 @@ def attention_pictures(model, records, *, image_size, count=3, model_name=""):
         pictures.append(viz.attention_overlay_image(
             image, out_maps, map_titles=titles, boxes=input_boxes, map_boxes=map_boxes,
             box_labels=["1", "2", "3", "4"] if input_boxes is not None else None, columns=columns,
-            title=title, scale=max(2.0 if columns is None else 1.5, 80.0 / image_size[1])))
+            title=title, scale=max(2.0 if columns is None else 1.0, 80.0 / image_size[1])))
     return pictures
 
 
@@ -299,9 +300,13 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
     if pictures:
         image_size = tuple(int(s) for s in model.input_size)
         if result.query is not None:
-            for k, pic in enumerate(ranked_lists(result, ds, image_size=image_size, num_queries=num_queries,
-                                                 per_picture=queries_per_picture, top_k=top_k), start=1):
-                save(pic, f"ranked_lists_{k:02d}.png")
+            for reranked, stem in ((False, "ranked_lists"), (True, "ranked_lists_rerank")):
+                if reranked and result.distmat_rerank is None:
+                    continue
+                for k, pic in enumerate(ranked_lists(result, ds, image_size=image_size, num_queries=num_queries,
+                                                     per_picture=queries_per_picture, top_k=top_k,
+                                                     reranked=reranked), start=1):
+                    save(pic, f"{stem}_{k:02d}.png")
         source = ds.splits.get("query") or ds.splits.get("test") or []
         for k, pic in enumerate(attention_pictures(model, source, image_size=image_size, count=num_attention,
                                                    model_name=str(config["model"])), start=1):

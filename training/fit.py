@@ -162,13 +162,19 @@ def check_resumable(cfg: TrainConfig):
 def run(cfg: TrainConfig, strategy=None, verbose=1) -> dict:
     """Train (resuming if possible), save, evaluate. Returns the metrics dict
     (empty on non-chief workers or with ``cfg.evaluate`` False)."""
+    t_start = time.time()
+    trainer, ds = train(cfg, strategy, verbose)
+    return finish(cfg, trainer, ds, t_start, verbose)
+
+
+def train(cfg: TrainConfig, strategy=None, verbose=1):
+    """Build everything and run the training loop; returns (trainer, dataset)."""
     validate_config(cfg)
     from training import loop
 
     if strategy is None:
         strategy = loop.make_strategy(cfg.strategy)  # before any other TensorFlow use (MWMS)
     chief = loop.is_chief(strategy)
-    t_start = time.time()
     ds = load_dataset(cfg)
     if verbose and chief:
         print(ds.summary(), flush=True)
@@ -239,8 +245,18 @@ def run(cfg: TrainConfig, strategy=None, verbose=1) -> dict:
         out_dir=cfg.out_dir, checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints,
         max_steps=cfg.max_steps, verbose=verbose)
     trainer.fit()
-    train_seconds = time.time() - t_start
+    return trainer, ds
 
+
+def finish(cfg: TrainConfig, trainer, ds, t_start, verbose=1) -> dict:
+    """Save model.keras atomically (chief), evaluate it, write metrics.json."""
+    import keras
+
+    from training import loop
+
+    model = trainer.model
+    chief = loop.is_chief(trainer.strategy)
+    train_seconds = time.time() - t_start
     model_path = os.path.join(cfg.out_dir, "model.keras")
     if not chief:
         return {}
@@ -331,6 +347,10 @@ def _evaluate_minimal(model, ds, batch_size=64):
 
 
 def main(argv):
+    from absl import logging
+
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TF's INFO lines would break the progress bar
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:  # flags and paths first: no TensorFlow yet

@@ -270,9 +270,13 @@ class Trainer:
         if self.strategy.num_replicas_in_sync == 1 or not self._synced:
             return
         ctx = tf.distribute.get_replica_context()
-        values = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [v.value for v in self._synced])
-        for v, value in zip(self._synced, values):
-            v.assign(value)
+        local = [tf.convert_to_tensor(v) for v in self._synced]
+        flat = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.concat([tf.reshape(t, [-1]) for t in local], 0))
+        offset = 0
+        for v, t in zip(self._synced, local):
+            size = int(np.prod(t.shape))
+            v.assign(tf.reshape(flat[offset:offset + size], t.shape))
+            offset += size
 
     def _step(self, iterator):
         images, labels = next(iterator)

@@ -1,0 +1,232 @@
+"""training.fit end to end in subprocesses: MirroredStrategy over 2 logical
+CPUs, 2-worker MultiWorkerMirroredStrategy on 127.0.0.1, kill -9 + resume.
+
+Uses `--model tiny` on a small CSV-manifest (`custom`) dataset written here,
+so each run takes seconds."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ATTRS = ["upred", "upblue", "hat"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_csv_dataset(tmp_path_factory.mktemp("csvdata"))
+
+
+def write_csv_dataset(root):
+    """12 identities x 3 cameras x 3 images (train) and 8 test identities; an
+    identity is a colour pair + a hat, cameras tint and shift the picture."""
+    import pathlib
+
+    from PIL import Image
+
+    root = pathlib.Path(root)
+    rng = np.random.default_rng(0)
+
+    def person(key):
+        r = np.random.default_rng(key)
+        return r.integers(0, 256, 3), r.integers(0, 256, 3), int(r.integers(0, 2))
+
+    def draw(key, cam, k):
+        up, low, hat = person(key)
+        img = np.full((64, 32, 3), 90, np.float64) + rng.normal(0, 12, (64, 32, 3))
+        y = int(rng.integers(0, 5))
+        img[8 + y:34 + y, 6:26] = up
+        img[34 + y:60, 8:24] = low
+        if hat:
+            img[0:8, 10:22] = (20, 200, 20)
+        img *= (0.75 + 0.2 * cam, 1.0, 1.15 - 0.15 * cam)
+        return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+    def split(name, keys, cams, per):
+        lines = ["path,pid,camid," + ",".join(ATTRS)]
+        os.makedirs(root / name, exist_ok=True)
+        for key in keys:
+            up, _, hat = person(key)
+            for cam in cams:
+                for k in range(per):
+                    rel = f"{name}/{key:03d}_{cam}_{k}.png"
+                    draw(key, cam, k).save(root / rel)
+                    lines.append(f"{rel},{key},{cam},{int(up[0] > 128)},{int(up[2] > 128)},{hat}")
+        (root / f"{name}.csv").write_text("\n".join(lines) + "\n")
+
+    split("train", range(1, 13), (0, 1, 2), 3)
+    split("query", range(100, 108), (0,), 1)
+    split("gallery", range(100, 108), (1, 2), 2)
+    return str(root)
+
+
+def _env(**extra):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _fit_args(data_dir, out_dir, *extra):
+    return [sys.executable, "-m", "training.fit", "--model=tiny", "--dataset=custom", f"--data_dir={data_dir}",
+            f"--out_dir={out_dir}", "--batch_size=16", "--epochs=4", "--lr=0.05", "--input_height=64",
+            "--input_width=32", "--seed=3", *extra]
+
+
+def _weights(path):
+    import keras
+
+    import training.tiny_model  # noqa: F401  (registers TinyNet for loading)
+
+    return [np.asarray(w) for w in keras.saving.load_model(path).weights]
+
+
+def test_kill_and_resume_matches_uninterrupted(data_dir, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    args = ["--epochs=6", "--checkpoint_every=2"]
+    proc = subprocess.run(_fit_args(data_dir, full, *args), env=_env(), cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    # Same command, killed with SIGKILL once a mid-run checkpoint exists.
+    killed = subprocess.Popen(_fit_args(data_dir, part, *args), env=_env(), cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = part / "checkpoints" / "latest.json"
+    deadline = time.time() + 240
+    step = 0
+    try:
+        while time.time() < deadline and killed.poll() is None:
+            if pointer.exists():
+                step = json.loads(pointer.read_text())["step"]
+                if step >= 4:
+                    break
+            time.sleep(0.05)
+        os.kill(killed.pid, signal.SIGKILL)
+    finally:
+        killed.wait(timeout=30)
+    assert killed.returncode == -signal.SIGKILL, "run ended before it could be killed"
+    assert step >= 4 and not (part / "model.keras").exists()
+
+    proc = subprocess.run(_fit_args(data_dir, part, *args), env=_env(), cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Resuming from ckpt-" in proc.stdout
+    m_full = json.loads((full / "metrics.json").read_text())
+    m_part = json.loads((part / "metrics.json").read_text())
+    assert m_part["resumed_from_step"] >= 4 and m_part["steps"] == m_full["steps"]
+    for a, b in zip(_weights(full / "model.keras"), _weights(part / "model.keras")):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    for key in ("rank1", "mAP", "mA"):
+        assert abs(m_full[key] - m_part[key]) < 0.02, (key, m_full[key], m_part[key])
+    # the run directory contract (docs/design.md)
+    cfg = json.loads((part / "config.json").read_text())
+    for key in ("model", "dataset", "data_dir", "input_height", "input_width", "num_classes", "attribute_names",
+                "embedding_dim", "seed"):
+        assert key in cfg
+    assert cfg["num_classes"] == 12 and cfg["attribute_names"] == ATTRS and cfg["input_height"] == 64
+    history = (part / "history.csv").read_text().splitlines()
+    assert len(history) == 7 and history[0].startswith("epoch,step,loss,id,attr")
+    assert os.listdir(part / "logs" / "train")
+    for key in ("rank1", "rank5", "rank10", "mAP", "mINP", "mA", "acc", "prec", "rec", "f1", "raw_pixel_rank1"):
+        assert 0.0 <= m_part[key] <= 1.0, key
+
+
+MIRRORED = r"""
+import json, sys
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from training import fit
+from training.config import resolve_config
+cfg = resolve_config(json.loads(sys.argv[1]))
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+trainer, ds = fit.train(cfg, strategy, verbose=0)
+diff = 0.0
+for v in trainer.model.weights:
+    vals = [np.asarray(x) for x in v.value.values]
+    assert len(vals) == 2, v.path
+    diff = max(diff, float(np.max(np.abs(vals[0] - vals[1]))))
+print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "max_replica_diff": diff,
+                              "losses": [float(r["loss"]) for r in trainer.history.rows]}))
+"""
+
+
+def _result(stdout):
+    lines = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
+    assert lines, stdout[-2000:]
+    return json.loads(lines[-1][7:])
+
+
+def test_mirrored_two_replicas(data_dir, tmp_path):
+    cfg = dict(model="tiny", dataset="custom", data_dir=data_dir, out_dir=str(tmp_path / "run"), batch_size=16,
+               epochs=5, lr=0.05, input_height=64, input_width=32, seed=1, strategy="mirrored")
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, json.dumps(cfg)], env=_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = _result(proc.stdout)
+    assert r["replicas"] == 2
+    assert r["max_replica_diff"] == 0.0  # incl. BatchNorm moving statistics
+    assert r["losses"][-1] < 0.8 * r["losses"][0], r["losses"]
+
+
+WORKER = r"""
+import json, sys
+import numpy as np
+from training import fit, loop
+from training.config import resolve_config
+cfg = resolve_config(json.loads(sys.argv[1]))
+strategy = loop.make_strategy("multi_worker")
+trainer, ds = fit.train(cfg, strategy, verbose=0)
+np.savez(sys.argv[2], *[np.asarray(w) for w in trainer.model.weights])
+print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "chief": loop.is_chief(strategy),
+                              "losses": [float(r["loss"]) for r in trainer.history.rows]}))
+"""
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multi_worker_two_processes(data_dir, tmp_path):
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    out = tmp_path / "run"
+    cfg = dict(model="tiny", dataset="custom", data_dir=data_dir, out_dir=str(out), batch_size=16, epochs=5,
+               lr=0.05, input_height=64, input_width=32, seed=1, strategy="multi_worker", checkpoint_every=3)
+    procs = []
+    for i in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, json.dumps(cfg), str(tmp_path / f"w{i}.npz")],
+            env=_env(TF_CONFIG=tf_config), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=300))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (stdout, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    r0, r1 = _result(outputs[0][0]), _result(outputs[1][0])
+    assert r0["replicas"] == r1["replicas"] == 2 and r0["chief"] and not r1["chief"]
+    assert r0["losses"][-1] < 0.8 * r0["losses"][0], r0["losses"]
+    w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert len(w0.files) == len(w1.files) > 0
+    for k in w0.files:
+        np.testing.assert_array_equal(w0[k], w1[k])
+    # only the chief wrote the run directory
+    assert (out / "checkpoints" / "latest.json").exists() and (out / "history.csv").exists()
