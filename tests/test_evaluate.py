@@ -256,12 +256,13 @@ def write_csv_dataset(root):
             f.write("\n".join(lines) + "\n")
 
 
-def make_run_dir(path, data_dir, model=None, **config):
+def make_run_dir(path, data_dir, model=None, model_name="colournet", **config):
     os.makedirs(path, exist_ok=True)
     model = model or ColourNet(num_attributes=2)
-    model(np.zeros((1,) + SIZE + (3,), np.uint8))  # built before saving
+    if not model.built:
+        model(np.zeros((1,) + tuple(model.input_size) + (3,), np.uint8))  # built before saving
     model.save(os.path.join(path, "model.keras"))
-    cfg = {"model": "colournet", "dataset": "custom", "data_dir": data_dir, "input_height": SIZE[0],
+    cfg = {"model": model_name, "dataset": "custom", "data_dir": data_dir, "input_height": SIZE[0],
            "input_width": SIZE[1], "num_classes": 2, "attribute_names": ATTRS, "embedding_dim": 1, "seed": 0}
     cfg.update(config)
     with open(os.path.join(path, "config.json"), "w") as f:
@@ -287,11 +288,12 @@ def test_cli_run_writes_metrics_and_pictures(tmp_path, capsys):
     assert details["num_query"] == 2 and details["num_gallery"] == 5 and details["attribute_split"] == "query+gallery"
     names = sorted(os.listdir(out))
     assert names == ["attention_01.png", "attention_02.png", "attributes.png", "evaluation.json", "metrics.json",
-                     "per_attribute.csv", "ranked_lists_01.png", "ranked_lists_02.png"]
+                     "per_attribute.csv", "ranked_lists_01.png", "ranked_lists_02.png",
+                     "ranked_lists_rerank_01.png", "ranked_lists_rerank_02.png"]
     assert sorted(details["pictures"]) == [n for n in names if n.endswith(".png")]
     with open(os.path.join(out, "per_attribute.csv")) as f:
         assert f.readline().startswith("name,mA,")
-    # q1's ranked list (re-ranked distances): 3 tiles, the first (g1, same identity) framed green.
+    # q1's ranked list: 3 tiles, the first (g1, same identity) framed green.
     img = np.asarray(Image.open(os.path.join(out, "ranked_lists_01.png")).convert("RGB"))
     green = np.all(img == (0, 200, 0), -1)
     red = np.all(img == (230, 0, 0), -1)
@@ -366,3 +368,68 @@ def test_cli_errors_name_the_problem(tmp_path, case, message):
     with pytest.raises(evaluate_cli.EvaluateError, match=message):
         evaluate_cli.run(run_dir, pictures=False, verbose=False, **kwargs)
     assert not os.path.exists(os.path.join(run_dir, "eval", "metrics.json"))
+
+
+# -- end to end with a real network -----------------------------------------------------
+
+def draw_person(path, top, bottom, background):
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (64, 128), background)
+    d = ImageDraw.Draw(im)
+    d.ellipse([23, 6, 41, 26], fill=(225, 185, 160))
+    d.rectangle([15, 26, 49, 72], fill=top)
+    d.rectangle([19, 72, 45, 122], fill=bottom)
+    im.save(path)
+
+
+def test_end_to_end_hatcnn_run_dir(tmp_path):
+    """An (untrained) HAT-CNN saved as a run: the CLI reloads it and reproduces the
+    in-memory metrics, ranks with and without the attribute part of the
+    1024 + A feature, and draws HA-CNN soft maps with hard-attention regions."""
+    import keras_hpnet
+
+    data = tmp_path / "data"
+    data.mkdir()
+    people = {1: ((200, 40, 40), (30, 30, 30)), 2: ((40, 60, 200), (200, 200, 200)), 3: ((40, 160, 40), (30, 30, 90))}
+    for split, cams in (("train", (0,)), ("query", (0,)), ("gallery", (1, 2))):
+        lines = ["path,pid,camid,red_top,light_bottom"]
+        for pid, (top, bottom) in people.items():
+            for cam in cams:
+                name = f"{split}_{pid}_{cam}.png"
+                draw_person(str(data / name), top, bottom, (100 + 20 * cam, 110, 120 - 10 * cam))
+                lines.append(f"{name},{pid},{cam},{int(pid == 1)},{int(pid == 2)}")
+        (data / f"{split}.csv").write_text("\n".join(lines) + "\n")
+
+    model = keras_hpnet.build_model("hatcnn", num_classes=3, num_attributes=2)
+    run_dir = make_run_dir(tmp_path / "run", str(data), model=model, model_name="hatcnn",
+                           attribute_names=["red_top", "light_bottom"])
+    from keras_hpnet.datasets import load
+
+    result = evaluate(model, load("custom", str(data)), batch_size=4)
+    q, g = result.query, result.gallery
+    assert q["embedding"].shape == (3, 1026)
+    labels = (q["pids"], g["pids"], q["camids"], g["camids"])
+    full = reference_reid(q["embedding"], g["embedding"], *labels)
+    base = reference_reid(q["embedding"][:, :1024], g["embedding"][:, :1024], *labels)
+    for k in ("rank1", "mAP", "mINP"):
+        assert result.metrics[k] == pytest.approx(full[k], abs=1e-6)
+        assert result.metrics[f"{k}_without_attributes"] == pytest.approx(base[k], abs=1e-6)
+    assert {"mA", "acc", "prec", "rec", "f1"} <= set(result.metrics)
+
+    metrics = evaluate_cli.run(run_dir, batch_size=4, num_queries=3, num_attention=1, verbose=False)
+    assert metrics == pytest.approx(result.metrics, abs=1e-5)  # .keras round trip + CLI path
+    att = np.asarray(Image.open(os.path.join(run_dir, "eval", "attention_01.png")).convert("RGB"))
+    for colour in viz_palette()[:4]:  # the 4 hard-attention regions
+        assert mask_of_colour(att, colour).sum() > 100
+    assert os.path.isfile(os.path.join(run_dir, "eval", "ranked_lists_01.png"))
+
+
+def viz_palette():
+    from keras_hpnet.viz import _draw
+
+    return _draw.PALETTE
+
+
+def mask_of_colour(img, colour):
+    return np.all(img == np.asarray(colour, np.uint8), axis=-1)
