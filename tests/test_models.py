@@ -1,0 +1,188 @@
+"""Model contract tests for hacnn, hatcnn, mnet, hpnet (docs/design.md "Models")."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_hpnet
+from keras_hpnet.layers import HARD_ATTENTION_INIT_BIAS
+
+NUM_CLASSES = 5
+# Small, contract-conforming variants keep the suite fast; HA-CNN is fixed at 160x64.
+CONFIGS = {
+    "hacnn": dict(num_classes=NUM_CLASSES),
+    "hatcnn": dict(num_classes=NUM_CLASSES, num_attributes=26),
+    "mnet": dict(num_classes=NUM_CLASSES, num_attributes=4, input_shape=(64, 32), width=0.25),
+    "hpnet": dict(num_classes=NUM_CLASSES, num_attributes=4, input_shape=(64, 32), width=0.25),
+}
+EXPECTED = {  # (input size, embedding dim, identity heads)
+    "hacnn": ((160, 64), 1024, 2),
+    "hatcnn": ((160, 64), 1050, 2),
+    "mnet": ((64, 32), 512, 1),
+    "hpnet": ((64, 32), 512, 1),
+}
+
+
+@pytest.fixture(scope="module")
+def models():
+    keras.utils.set_random_seed(0)
+    return {name: keras_hpnet.build_model(name, **cfg) for name, cfg in CONFIGS.items()}
+
+
+def images(model, n=2, seed=0):
+    h, w = model.input_size
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3)).astype("uint8")
+
+
+def test_registry():
+    assert keras_hpnet.available_models() == ["hacnn", "hatcnn", "hpnet", "mnet"]
+    assert keras_hpnet.models.available_models() == keras_hpnet.available_models()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_contract(models, name):
+    model = models[name]
+    size, dim, heads = EXPECTED[name]
+    a = CONFIGS[name].get("num_attributes", 0)
+    assert model.input_size == size and model.embedding_dim == dim
+    assert model.num_classes == NUM_CLASSES and model.num_attributes == a
+    x = images(model, 3)
+    out = model(x, training=False)
+    assert set(out) == ({"embedding", "attributes"} if a else {"embedding"})
+    emb = out["embedding"].numpy()
+    assert emb.dtype == np.float32 and emb.shape == (3, dim) and np.all(np.isfinite(emb))
+    if a:
+        p = out["attributes"].numpy()
+        assert p.shape == (3, a) and p.min() >= 0 and p.max() <= 1
+    # uint8 and float 0..255 inputs are the same
+    np.testing.assert_allclose(model(x.astype("float32"), training=False)["embedding"], emb,
+                               rtol=1e-5, atol=1e-6)
+    train = model(x, training=True)
+    assert {"identity_logits", "features", "embedding"} <= set(train)
+    assert len(train["identity_logits"]) == heads
+    assert all(tuple(t.shape) == (3, NUM_CLASSES) for t in train["identity_logits"])
+    assert len(train["features"]) == heads and all(f.shape[0] == 3 for f in train["features"])
+    if a:
+        assert tuple(train["attribute_logits"].shape) == (3, a)
+        np.testing.assert_allclose(tf.sigmoid(train["attribute_logits"]).numpy().shape, (3, a))
+    else:
+        assert "attribute_logits" not in train
+
+
+def test_hacnn_ranking_feature_is_two_unit_vectors(models):
+    emb = models["hacnn"](images(models["hacnn"]), training=False)["embedding"].numpy()
+    np.testing.assert_allclose(np.linalg.norm(emb[:, :512], axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb[:, 512:], axis=1), 1.0, rtol=1e-5)
+
+
+def test_hatcnn_ranking_feature_1050(models):
+    model = models["hatcnn"]
+    x = images(model)
+    out = model(x, training=True)
+    emb = model(x, training=False)["embedding"].numpy()
+    assert emb.shape == (2, 1050)
+    for lo, hi in ((0, 512), (512, 1024), (1024, 1050)):
+        np.testing.assert_allclose(np.linalg.norm(emb[:, lo:hi], axis=1), 1.0, rtol=1e-5)
+    logits = model._forward(x, training=False)[0]["attribute_logits"].numpy()
+    np.testing.assert_allclose(emb[:, 1024:], logits / np.linalg.norm(logits, axis=1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+    assert tuple(out["attribute_logits"].shape) == (2, 26)
+
+
+def test_parameter_counts(models):
+    hacnn = models["hacnn"]
+    classifiers = hacnn.global_classifier.count_params() + hacnn.local_classifier.count_params()
+    assert abs(hacnn.count_params() - classifiers - 2.93e6) / 2.93e6 < 0.10
+    attribute_net = models["hatcnn"].attribute_net.count_params()
+    assert 0.7e6 < attribute_net < 0.9e6  # "about 0.8M"
+
+
+def test_attention_maps(models):
+    hacnn = models["hacnn"]
+    maps = hacnn.attention_maps(images(hacnn, 2))
+    for i, (h, w) in enumerate(((40, 16), (20, 8), (10, 4)), start=1):
+        assert maps[f"soft_level{i}"].shape == (2, h, w)
+        assert 0 < maps[f"soft_level{i}"].min() and maps[f"soft_level{i}"].max() < 1
+        boxes = maps[f"boxes_level{i}"]
+        assert boxes.shape == (2, 4, 4)
+        # untrained: the published stripe initialisation (kernel 0, bias -> tanh)
+        ty = np.tanh(np.array(HARD_ATTENTION_INIT_BIAS[1::2]))
+        np.testing.assert_allclose(boxes[0, :, 0], (ty + 1) / 2 - 0.125, atol=1e-6)
+        np.testing.assert_allclose(boxes[0, :, 2] - boxes[0, :, 0], 0.25, atol=1e-6)
+        np.testing.assert_allclose(boxes[0, :, 3] - boxes[0, :, 1], 1.0, atol=1e-6)
+    hpnet = models["hpnet"]
+    maps = hpnet.attention_maps(images(hpnet, 2))
+    assert sorted(maps) == ["mda1", "mda2", "mda3"]
+    assert maps["mda1"].shape == (2, 4, 2, 8) and maps["mda3"].shape == (2, 2, 1, 8)
+    assert models["mnet"].attention_maps(images(models["mnet"])) == {}
+
+
+def test_hacnn_hard_attention_gradients_in_the_model(models):
+    model = models["hacnn"]
+    x = images(model, 2, seed=3)
+    y = np.array([1, 3])
+    hard = [model.ha_blocks[i].hard.fc for i in range(3)]
+    variables = [v for layer in hard for v in (layer.kernel, layer.bias)]
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = sum(tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, l, from_logits=True))
+                   for l in out["identity_logits"])
+    grads = tape.gradient(loss, variables)
+    for v, g in zip(variables, grads):
+        g = tf.convert_to_tensor(g).numpy()
+        assert np.all(np.isfinite(g)), v.path
+        assert np.abs(g).max() > 0, v.path
+    # the global branch receives gradient from the local branch (cross-attention)
+    with tf.GradientTape() as tape:
+        local = tf.reduce_sum(model(x, training=True)["features"][1] * np.arange(512.0))
+    g = tape.gradient(local, model.levels[0][0].trainable_variables[0])
+    assert g is not None and np.abs(tf.convert_to_tensor(g).numpy()).max() > 0
+
+
+def test_heads_follow_counts():
+    model = keras_hpnet.build_model("mnet", num_classes=0, num_attributes=3,
+                                    input_shape=(64, 32, 3), width=0.25)
+    x = np.zeros((1, 64, 32, 3), "uint8")
+    out = model(x, training=True)
+    assert "identity_logits" not in out and tuple(out["attribute_logits"].shape) == (1, 3)
+    assert set(model(x)) == {"embedding", "attributes"}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(name="resnet", num_classes=3), "unknown model"),
+    (dict(name="hatcnn", num_classes=3), "num_attributes > 0"),
+    (dict(name="hacnn", num_classes=3, num_attributes=4), "hatcnn"),
+    (dict(name="hacnn", num_classes=3, input_shape=(128, 64)), "160x64"),
+    (dict(name="hacnn", num_classes=-1), "num_classes"),
+    (dict(name="mnet", num_classes=3, input_shape=(16, 16)), "at least 32x32"),
+    (dict(name="mnet", num_classes=3, input_shape=(64, 32, 1)), "input_shape"),
+    (dict(name="mnet", num_classes=3, no_such_option=1), "unknown option.*no_such_option.*width"),
+])
+def test_bad_arguments(kwargs, match):
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError, match=match):
+        keras_hpnet.build_model(name, **kwargs)
+
+
+def test_wrong_image_size_is_a_clear_error(models):
+    with pytest.raises(ValueError, match="expected images of 160x64"):
+        models["hacnn"](np.zeros((1, 128, 64, 3), "uint8"))
+    with pytest.raises(ValueError, match=r"\[N, H, W, 3\]"):
+        models["mnet"](np.zeros((1, 64, 32), "uint8"))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_keras_file_round_trip(models, name, tmp_path):
+    model = models[name]
+    x = images(model, 2, seed=5)
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(model)
+    assert loaded.get_config() == model.get_config()
+    a, b = model(x, training=False), loaded(x, training=False)
+    assert set(a) == set(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+    assert loaded.input_size == model.input_size and loaded.embedding_dim == model.embedding_dim
