@@ -274,8 +274,11 @@ def test_cli_run_writes_metrics_and_pictures(tmp_path, capsys):
     data = str(tmp_path / "data")
     write_csv_dataset(data)
     run_dir = make_run_dir(tmp_path / "run", data)
-    metrics = evaluate_cli.run(run_dir, rerank=True, num_queries=2, queries_per_picture=1, top_k=3, num_attention=2)
     out = os.path.join(run_dir, "eval")
+    os.makedirs(out)
+    for old in ("attention_09.png", "mine.txt"):  # an earlier evaluation's picture, a user's file
+        open(os.path.join(out, old), "w").close()
+    metrics = evaluate_cli.run(run_dir, rerank=True, num_queries=2, queries_per_picture=1, top_k=3, num_attention=2)
     with open(os.path.join(out, "metrics.json")) as f:
         written = json.load(f)
     assert written == pytest.approx(metrics)
@@ -288,7 +291,7 @@ def test_cli_run_writes_metrics_and_pictures(tmp_path, capsys):
     assert details["num_query"] == 2 and details["num_gallery"] == 5 and details["attribute_split"] == "query+gallery"
     names = sorted(os.listdir(out))
     assert names == ["attention_01.png", "attention_02.png", "attributes.png", "evaluation.json", "metrics.json",
-                     "per_attribute.csv", "ranked_lists_01.png", "ranked_lists_02.png",
+                     "mine.txt", "per_attribute.csv", "ranked_lists_01.png", "ranked_lists_02.png",
                      "ranked_lists_rerank_01.png", "ranked_lists_rerank_02.png"]
     assert sorted(details["pictures"]) == [n for n in names if n.endswith(".png")]
     with open(os.path.join(out, "per_attribute.csv")) as f:

@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -43,6 +44,8 @@ flags.DEFINE_integer("top_k", 10, "Gallery images shown per query.")
 flags.DEFINE_integer("num_attention", 3, "Images with attention overlays.")
 
 REQUIRED_CONFIG_KEYS = ("model", "dataset")
+# The pictures this command writes (earlier ones in --out are replaced, nothing else is touched).
+PICTURE_NAME = re.compile(r"^(ranked_lists(_rerank)?|attention)_\d{2}\.png$|^attributes\.png$")
 
 
 class EvaluateError(ValueError):
@@ -328,6 +331,10 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
         "notes": result.notes,
         "pictures": [os.path.basename(p) for p in written],
     }
+    for stale in os.listdir(out):  # pictures of an earlier evaluation into the same --out
+        path = os.path.join(out, stale)
+        if PICTURE_NAME.match(stale) and path not in written:
+            os.remove(path)
     write_text_atomic(os.path.join(out, "metrics.json"), json.dumps(result.metrics, indent=2) + "\n")
     write_text_atomic(os.path.join(out, "evaluation.json"), json.dumps(details, indent=2) + "\n")
     if result.per_attribute:

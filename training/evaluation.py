@@ -37,7 +37,8 @@ def _inference_fn(model, image_size):
     key = tuple(int(s) for s in image_size)
     if key not in per_model:
         spec = tf.TensorSpec([None, key[0], key[1], 3], tf.uint8)
-        per_model[key] = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        per_model[key] = tf.function(lambda x: ref()(x, training=False), input_signature=[spec])
     return per_model[key]
 
 

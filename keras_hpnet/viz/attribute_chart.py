@@ -64,8 +64,8 @@ def attribute_bar_chart(
     pad = 8
     value_w = 46
     title_h = 22 if title else 0
-    legend_h = 18 if (series_names is not None or reference_label) else 0
-    axis_h = 16
+    legend_h = 18 if series_names is not None else 0
+    axis_h = 30 if reference_label else 16
     x0 = pad + label_w + 6  # bar origin
     width = x0 + bar_length + value_w + pad
     height = title_h + legend_h + len(names) * group_h + axis_h + pad
@@ -112,6 +112,7 @@ def attribute_bar_chart(
         for yy in range(top, bottom, 6):  # dashed
             draw.line([rx, yy, rx, min(yy + 3, bottom)], fill=(90, 90, 90), width=1)
         if reference_label:
-            rw, _ = _draw.text_size(draw, reference_label, _draw.font(10))
-            draw.text((min(rx + 3, width - rw - 2), top - 14), reference_label, fill=(90, 90, 90), font=_draw.font(10))
+            rw, _ = _draw.text_size(draw, reference_label, _draw.font(10))  # under the axis ticks
+            draw.text((min(max(rx - rw // 2, 0), width - rw - 2), bottom + 15), reference_label,
+                      fill=(90, 90, 90), font=_draw.font(10))
     return np.asarray(canvas)
