@@ -153,3 +153,13 @@ def test_save_png_round_trip(tmp_path):
 def test_colormap_endpoints():
     c = _draw.colormap(np.array([-1.0, 0.0, 0.5, 1.0, 7.0, np.nan]))
     assert [tuple(v) for v in c] == [(0, 0, 130), (0, 0, 130), (0, 230, 200), (220, 0, 0), (220, 0, 0), (0, 0, 130)]
+
+
+def test_stack_images():
+    a, b = solid((1, 2, 3), (10, 30)), solid((4, 5, 6), (20, 12))
+    out = viz.stack_images([a, b], gap=3)
+    assert out.shape == (10 + 3 + 20, 30, 3)
+    assert mask_of(out[:10, :30], (1, 2, 3)).all() and mask_of(out[13:, :12], (4, 5, 6)).all()
+    assert mask_of(out[13:, 12:], (255, 255, 255)).all()
+    titled = viz.stack_images([a], title="a long title that is wider than the image")
+    assert titled.shape[0] == 30 and titled.shape[1] > 100

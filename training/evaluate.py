@@ -182,47 +182,51 @@ def ranked_lists(evaluation, dataset, *, image_size, num_queries=8, per_picture=
     return pictures
 
 
-def attention_panels(maps: dict, n: int):
-    """(maps, titles, per-map boxes, input boxes, columns) for image `n` of `model.attention_maps` output.
+def attention_rows(maps: dict, n: int) -> list:
+    """Rows of panels for image `n` of a `model.attention_maps` output.
 
-    HA-CNN: `soft_level{i}` [N, h, w] with `boxes_level{i}` [N, 4, 4]
-    (y1, x1, y2, x2) drawn over the level's soft map (the input panel shows
-    level 1's regions); HP-Net: `mda{m}` [N, h, w, K], K maps per module.
-    Other [N, h, w] or [N, h, w, K] arrays are shown as maps too.
+    Each row is a dict of `attention_overlay_image` arguments (`maps`,
+    `map_titles`, `map_boxes`, `boxes`) plus a `label`:
+    - HA-CNN / HAT-CNN: one row, `soft_level{i}` [N, h, w] each with that
+      level's `boxes_level{i}` [N, 4, 4] (y1, x1, y2, x2) drawn over it, the
+      input panel showing level 1's regions;
+    - HP-Net: one row per MDA module, `mda{m}` [N, h, w, K] -> K maps.
+    Other [N, h, w] arrays join the first row; other [N, h, w, K] get a row each.
     """
-    out_maps, titles, boxes = [], [], []
-    input_boxes = None
-    columns = None
+    flat = {"label": "", "maps": [], "map_titles": [], "map_boxes": [], "boxes": None}
+    rows = []
     for key in sorted(maps):
         a = np.asarray(maps[key])
         if key.startswith(("boxes_", "translations_")) or a.ndim < 3:
             continue
-        level = key.rsplit("level", 1)[-1] if "level" in key else None
-        box = maps.get(f"boxes_level{level}") if level else None
         if a.ndim == 3:
-            out_maps.append(a[n])
-            titles.append(f"soft L{level}" if key.startswith("soft_level") else key)
-            boxes.append(None if box is None else np.asarray(box)[n])
+            level = key[len("soft_level"):] if key.startswith("soft_level") else None
+            box = maps.get(f"boxes_level{level}") if level else None
+            flat["maps"].append(a[n])
+            flat["map_titles"].append(f"soft L{level}" if level else key)
+            flat["map_boxes"].append(None if box is None else np.asarray(box)[n])
         elif a.ndim == 4:
-            for k in range(a.shape[-1]):
-                out_maps.append(a[n, ..., k])
-                titles.append(f"{key.upper()} #{k + 1}" if key.startswith("mda") else f"{key} #{k + 1}")
-                boxes.append(None)
-            columns = max(columns or 0, min(a.shape[-1], 9))
+            name = key.upper() if key.startswith("mda") else key
+            rows.append({"label": f"{name}: {a.shape[-1]} attention maps ({a.shape[1]}x{a.shape[2]})",
+                         "maps": [a[n, ..., k] for k in range(a.shape[-1])],
+                         "map_titles": [f"{name} #{k + 1}" for k in range(a.shape[-1])],
+                         "map_boxes": None, "boxes": None})
     if "boxes_level1" in maps:
-        input_boxes = np.asarray(maps["boxes_level1"])[n]
-    if columns is not None:
-        columns += 1  # the input panel starts the first row
-    return out_maps, titles, (boxes if any(b is not None for b in boxes) else None), input_boxes, columns
+        flat["boxes"] = np.asarray(maps["boxes_level1"])[n]
+    if not any(b is not None for b in flat["map_boxes"]):
+        flat["map_boxes"] = None
+    if flat["maps"] or flat["boxes"] is not None:
+        rows.insert(0, flat)
+    return rows
 
 
 def attention_pictures(model, records, *, image_size, count=3, model_name=""):
-    """Attention-overlay pictures for the first `count` records (empty if the model has none)."""
+    """Attention-overlay pictures for the first `count` readable records (none if the model has no attention)."""
     from keras_hpnet import viz
 
     if count <= 0 or not records or not hasattr(model, "attention_maps"):
         return []
-    pictures, images = [], []
+    images = []
     for r in records:
         if len(images) >= count:
             break
@@ -233,15 +237,18 @@ def attention_pictures(model, records, *, image_size, count=3, model_name=""):
     if not images:
         return []
     maps = model.attention_maps(np.stack([im for _, im in images]))
+    pictures = []
     for n, (r, image) in enumerate(images):
-        out_maps, titles, map_boxes, input_boxes, columns = attention_panels(maps, n)
-        if not out_maps and input_boxes is None:
+        rows = attention_rows(maps, n)
+        if not rows:
             return []
+        scale = max(2.0 if len(rows) == 1 else 1.0, 80.0 / image_size[1])
+        panels = [viz.attention_overlay_image(
+            image, row["maps"], map_titles=row["map_titles"], boxes=row["boxes"], map_boxes=row["map_boxes"],
+            box_labels=["1", "2", "3", "4"] if row["boxes"] is not None or row["map_boxes"] else None,
+            title=row["label"] or None, scale=scale) for row in rows]
         title = f"{model_name} attention: {os.path.basename(r.path)} (id {r.pid})"
-        pictures.append(viz.attention_overlay_image(
-            image, out_maps, map_titles=titles, boxes=input_boxes, map_boxes=map_boxes,
-            box_labels=["1", "2", "3", "4"] if input_boxes is not None else None, columns=columns,
-            title=title, scale=max(2.0 if columns is None else 1.0, 80.0 / image_size[1])))
+        pictures.append(viz.stack_images(panels, title=title))
     return pictures
 
 

@@ -58,7 +58,8 @@ def extract(model, records, *, image_size, batch_size=64):
     `embedding` float32 `[N, D]`; `attributes` float32 `[N, A]` (predicted
     probabilities) when the model outputs them; `pids`, `camids` int64 `[N]`;
     `labels` uint8 `[N, A]` (the records' attribute labels, zeros where a
-    record has none) and `labeled` bool `[N]` when some record has them; `index` int64 `[N]` (positions in `records`); and
+    record has none) and `labeled` bool `[N]` when some record has them;
+    `index` int64 `[N]` (positions in `records`); and
     `num_skipped` (unreadable files).
     """
     from keras_hpnet.data import make_dataset

@@ -108,6 +108,27 @@ def normalize_map(m: np.ndarray) -> np.ndarray:
     return (m - lo) / (hi - lo)
 
 
+def stack_images(images, *, title: str | None = None, gap: int = 4) -> np.ndarray:
+    """Stack RGB pictures top to bottom on white (left-aligned), with an optional title."""
+    images = [as_uint8_image(im, f"images[{i}]") for i, im in enumerate(images)]
+    if not images:
+        raise ValueError("stack_images: no images")
+    fnt = font(13)
+    title_h = 20 if title else 0
+    width = max(im.shape[1] for im in images)
+    if title:
+        width = max(width, 12 + text_size(ImageDraw.Draw(Image.new("RGB", (1, 1))), title, fnt)[0])
+    height = title_h + sum(im.shape[0] for im in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (width, height), WHITE)
+    if title:
+        ImageDraw.Draw(canvas).text((6, 3), title, fill=BLACK, font=fnt)
+    y = title_h
+    for im in images:
+        canvas.paste(Image.fromarray(im), (0, y))
+        y += im.shape[0] + gap
+    return np.asarray(canvas)
+
+
 def encode_png(image) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(as_uint8_image(image)).save(buf, format="PNG")

@@ -121,7 +121,8 @@ def attention_overlay_image(
     title_h = 20 if title else 0
     width = pad + cols * (pw + pad)
     if title:  # never clip the title
-        width = max(width, 2 * pad + _draw.text_size(ImageDraw.Draw(Image.new("RGB", (1, 1))), title, _draw.font(13))[0])
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        width = max(width, 2 * pad + _draw.text_size(probe, title, _draw.font(13))[0])
     height = title_h + nrows * (cap_h + ph + pad) + pad
     canvas = Image.new("RGB", (width, height), _draw.WHITE)
     draw = ImageDraw.Draw(canvas)

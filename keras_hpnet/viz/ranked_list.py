@@ -53,11 +53,12 @@ def ranked_list_image(
         row = [_draw.as_uint8_image(g, f"gallery_images[{i}][{j}]") for j, g in enumerate(row)]
         flags = [bool(f) for f in np.asarray(flags).reshape(-1)]
         if len(flags) != len(row):
-            raise ValueError(f"ranked_list_image: query {i} has {len(row)} gallery images but {len(flags)} correct flags")
+            raise ValueError(f"ranked_list_image: query {i} has {len(row)} gallery images "
+                             f"but {len(flags)} correct flags")
         rows.append((row, flags))
-    for name, caps, n in (("query_captions", query_captions, len(queries)), ("gallery_captions", gallery_captions, len(queries))):
-        if caps is not None and len(caps) != n:
-            raise ValueError(f"ranked_list_image: {name} has {len(caps)} entries, expected {n}")
+    for name, caps in (("query_captions", query_captions), ("gallery_captions", gallery_captions)):
+        if caps is not None and len(caps) != len(queries):
+            raise ValueError(f"ranked_list_image: {name} has {len(caps)} entries, expected {len(queries)}")
     border = max(1, int(border))
 
     th = max(8, int(round(queries[0].shape[0] * scale)))
