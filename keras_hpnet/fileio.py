@@ -21,7 +21,7 @@ def atomic_path(path: str):
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
     os.close(fd)
     # mkstemp creates 0600; give the file the mode a plain open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -32,10 +32,15 @@ def atomic_path(path: str):
             os.unlink(tmp)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask is process-wide, so toggling it per write could
+# race with other threads creating files.
+_UMASK = _read_umask()
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
