@@ -91,10 +91,9 @@ def _weights(path):
 def test_kill_and_resume_matches_uninterrupted(data_dir, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     args = ["--epochs=6", "--checkpoint_every=2"]
-    proc = subprocess.run(_fit_args(data_dir, full, *args), env=_env(), cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
+    # The uninterrupted reference runs alongside the run that gets killed.
+    reference = subprocess.Popen(_fit_args(data_dir, full, *args), env=_env(), cwd=REPO,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # Same command, killed with SIGKILL once a mid-run checkpoint exists.
     killed = subprocess.Popen(_fit_args(data_dir, part, *args), env=_env(), cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -113,6 +112,8 @@ def test_kill_and_resume_matches_uninterrupted(data_dir, tmp_path):
         killed.wait(timeout=30)
     assert killed.returncode == -signal.SIGKILL, "run ended before it could be killed"
     assert step >= 4 and not (part / "model.keras").exists()
+    _, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err[-3000:]
 
     proc = subprocess.run(_fit_args(data_dir, part, *args), env=_env(), cwd=REPO, capture_output=True,
                           text=True, timeout=300)
@@ -230,3 +231,45 @@ def test_multi_worker_two_processes(data_dir, tmp_path):
         np.testing.assert_array_equal(w0[k], w1[k])
     # only the chief wrote the run directory
     assert (out / "checkpoints" / "latest.json").exists() and (out / "history.csv").exists()
+
+
+def test_real_model_and_attribute_only_runs(data_dir, tmp_path):
+    """A short M-net (real paper model, the smallest graph) run through the whole command, and an attribute-only
+    dataset (pid -1: attribute heads only, positive-ratio weighted BCE)."""
+    attr = tmp_path / "attr"
+    attr.mkdir()
+    for name, src in (("train", "train"), ("val", "query"), ("test", "gallery")):
+        lines = open(os.path.join(data_dir, f"{src}.csv")).read().splitlines()
+        rows = [",".join([os.path.join(data_dir, r.split(",")[0]), "-1", "-1", *r.split(",")[3:]])
+                for r in lines[1:]]
+        (attr / f"{name}.csv").write_text("\n".join([lines[0], *rows]) + "\n")
+    real = subprocess.Popen(
+        [sys.executable, "-m", "training.fit", "--model=mnet", "--dataset=custom", f"--data_dir={data_dir}",
+         f"--out_dir={tmp_path / 'real'}", "--batch_size=8", "--epochs=1", "--max_steps=2", "--input_height=96",
+         "--input_width=48"],
+        env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    attr_only = subprocess.run(_fit_args(attr, tmp_path / "attr_run", "--epochs=10"), env=_env(), cwd=REPO,
+                               capture_output=True, text=True, timeout=300)
+    out, err = real.communicate(timeout=400)
+    assert real.returncode == 0, err[-3000:]
+    assert attr_only.returncode == 0, attr_only.stderr[-3000:]
+
+    cfg = json.loads((tmp_path / "real" / "config.json").read_text())
+    assert (cfg["model"], cfg["input_height"], cfg["input_width"]) == ("mnet", 96, 48)
+    metrics = json.loads((tmp_path / "real" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and {"rank1", "mAP", "mA", "raw_pixel_rank1"} <= set(metrics)
+    assert "img/s" in out and "lr:" in out  # the progress bar
+    import keras
+
+    import keras_hpnet.models  # noqa: F401  (registers the model classes)
+
+    model = keras.saving.load_model(tmp_path / "real" / "model.keras")
+    assert model.num_classes == 12 and model.num_attributes == 3 and model.embedding_dim == cfg["embedding_dim"]
+
+    cfg = json.loads((tmp_path / "attr_run" / "config.json").read_text())
+    assert cfg["num_classes"] == 0 and cfg["attribute_names"] == ATTRS
+    metrics = json.loads((tmp_path / "attr_run" / "metrics.json").read_text())
+    assert {"mA", "acc", "prec", "rec", "f1"} <= set(metrics) and "rank1" not in metrics
+    assert metrics["mA"] > 0.6, metrics
+    history = (tmp_path / "attr_run" / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,step,loss,attr,") and ",id," not in history[0]
