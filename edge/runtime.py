@@ -10,6 +10,7 @@ and attribute probabilities (dequantized from integer outputs).
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -88,6 +89,13 @@ def make_interpreter(model_path: str, num_threads: int | None = None, delegate: 
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         msg = str(e).strip().splitlines()
+        if delegate == "xnnpack" and "XNNPACK" in str(e) and OpResolverType is not None:
+            # XNNPACK refuses some int8 graphs at prepare time (e.g. a tensor with a
+            # degenerate quantization scale from an activation that was constant
+            # during calibration). The builtin kernels still run them, slower.
+            warnings.warn(f"model {model_path}: XNNPACK cannot run it ({msg[0] if msg else e}); "
+                          "falling back to LiteRT's builtin kernels", RuntimeWarning, stacklevel=2)
+            return make_interpreter(model_path, num_threads, "none")
         raise ModelError(
             f"model {model_path}: LiteRT cannot load it ({msg[0] if msg else type(e).__name__}); "
             "an export with Flex/custom ops cannot run on the edge runtime"
@@ -146,9 +154,13 @@ class EdgeModel:
             runner = it.get_signature_runner(key)
             for name, det in runner.get_output_details().items():
                 outputs[name] = det
-        else:  # no signature: one output is the embedding
-            for det in it.get_output_details():
-                outputs.setdefault("embedding", det)
+        else:  # export.tflite: outputs in the order the sidecar lists them
+            details = it.get_output_details()
+            names = list(md.extra.get("outputs") or ["embedding", "attributes"][:len(details)])
+            if len(names) != len(details):
+                raise ModelError(f"sidecar {self.metadata_path}: lists outputs {names} but the model has "
+                                 f"{len(details)} output tensors")
+            outputs = dict(zip(names, details))
         by_index = {d["index"]: d for d in it.get_output_details()}
         self._out = {}
         for name, det in outputs.items():
