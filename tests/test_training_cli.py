@@ -167,7 +167,8 @@ def _result(stdout):
 
 def test_mirrored_two_replicas(data_dir, tmp_path):
     cfg = dict(model="tiny", dataset="custom", data_dir=data_dir, out_dir=str(tmp_path / "run"), batch_size=16,
-               epochs=5, lr=0.05, input_height=64, input_width=32, seed=1, strategy="mirrored")
+               epochs=5, lr=0.05, input_height=64, input_width=32, seed=1, strategy="mirrored", pk=4,
+               triplet_weight=1.0)  # P x K batches + batch-hard triplet per replica
     proc = subprocess.run([sys.executable, "-c", MIRRORED, json.dumps(cfg)], env=_env(), cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
