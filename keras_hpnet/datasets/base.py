@@ -1,0 +1,156 @@
+"""Records, the dataset object and helpers shared by the readers.
+
+Numpy/scipy only (no TensorFlow): `keras_hpnet.datasets` is importable where
+TensorFlow is not.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+
+REID_SPLITS = ("train", "query", "gallery")
+ATTRIBUTE_SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is missing, unreadable or inconsistent (names the file)."""
+
+
+class Record(NamedTuple):
+    """One image: `path`, `pid` (-1 if none), `camid` (0-based, -1 if unknown),
+    `attributes` (0/1 uint8 vector of length len(attribute_names), or None)."""
+
+    path: str
+    pid: int
+    camid: int
+    attributes: np.ndarray | None = None
+
+
+class PedestrianDataset:
+    """A loaded dataset: `name`, `kind` ("reid" or "attribute"),
+    `attribute_names`, `num_train_pids`, `num_cameras`, `root` and `splits`
+    (re-id: train/query/gallery; attribute: train/val/test), each split also
+    an attribute (`ds.train`, `ds.query`, ...)."""
+
+    def __init__(self, name, splits, *, kind, attribute_names=(), num_cameras=0, root=None, info=None):
+        if kind not in ("reid", "attribute"):
+            raise ValueError(f"kind must be 'reid' or 'attribute', got {kind!r}")
+        self.name = name
+        self.kind = kind
+        self.splits = {k: list(v) for k, v in splits.items()}
+        self.attribute_names = list(attribute_names)
+        self.num_cameras = int(num_cameras)
+        self.root = root
+        self.info = dict(info or {})
+        train = self.splits.get("train", [])
+        self.num_train_pids = len({r.pid for r in train if r.pid >= 0})
+
+    def __getattr__(self, item):
+        splits = self.__dict__.get("splits", {})
+        if item in splits:
+            return splits[item]
+        raise AttributeError(f"{type(self).__name__} {self.__dict__.get('name')!r} has no attribute or split {item!r}")
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.attribute_names)
+
+    def summary(self) -> str:
+        """A torchreid-style table: images, identities and cameras per split."""
+        lines = [f"=> {self.name} ({self.kind}) loaded from {self.root}",
+                 "  ----------------------------------------",
+                 "  subset   | # ids | # images | # cameras",
+                 "  ----------------------------------------"]
+        for split, recs in self.splits.items():
+            pids = len({r.pid for r in recs if r.pid >= 0})
+            cams = len({r.camid for r in recs if r.camid >= 0})
+            lines.append(f"  {split:<8} | {pids:5d} | {len(recs):8d} | {cams:9d}")
+        lines.append("  ----------------------------------------")
+        lines.append(f"  attributes: {self.num_attributes}")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.summary()
+
+    def __repr__(self):
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
+        return (f"PedestrianDataset(name={self.name!r}, kind={self.kind!r}, {sizes}, "
+                f"num_train_pids={self.num_train_pids}, num_attributes={self.num_attributes})")
+
+
+class SkipCounter:
+    """Counts skipped items by reason and emits one warning per reason."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.counts = collections.Counter()
+        self.examples = {}
+
+    def add(self, reason: str, example: str):
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, example)
+
+    def warn(self):
+        for reason, n in self.counts.items():
+            warnings.warn(f"{self.where}: skipped {n} item(s): {reason} (e.g. {self.examples[reason]})",
+                          DatasetWarning, stacklevel=3)
+        return dict(self.counts)
+
+
+class DatasetWarning(UserWarning):
+    """Something was skipped while reading a dataset (counted, named)."""
+
+
+def require_dir(path: str, what: str) -> str:
+    if not os.path.isdir(path):
+        raise DatasetError(f"{what}: folder not found: {path}")
+    return path
+
+
+def loadmat(path: str) -> dict:
+    """scipy.io.loadmat(squeeze_me=True, struct_as_record=False) with a clear error."""
+    import scipy.io  # local: keeps `import keras_hpnet.datasets` light
+
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: file not found")
+    try:
+        return scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+    except Exception as e:  # scipy raises many types for a bad file
+        raise DatasetError(f"{path}: unreadable .mat file ({type(e).__name__}: {e})") from e
+
+
+def mat_strings(value) -> list:
+    """Unwrap a MATLAB cell array of strings loaded with squeeze_me=True.
+
+    Entries may be str, nested 0-d/1-element object arrays, or empty arrays
+    (trimmed files): empty entries become "".
+    """
+    if isinstance(value, str):
+        return [value.strip()]
+    out = []
+    for v in np.atleast_1d(np.asarray(value, dtype=object)).ravel():
+        while isinstance(v, np.ndarray):
+            v = v.ravel()[0] if v.size else ""
+        out.append("" if v is None else str(v).strip())
+    return out
+
+
+def relabel(records: list) -> list:
+    """Map train pids to 0..N-1 in sorted order of the original ids."""
+    pids = sorted({r.pid for r in records})
+    mapping = {p: i for i, p in enumerate(pids)}
+    return [r._replace(pid=mapping[r.pid]) for r in records]
+
+
+MARKET_NAME = re.compile(r"^([-\d]+)_c(\d+)")
+
+
+def list_images(folder: str) -> list:
+    exts = (".jpg", ".jpeg", ".png", ".bmp")
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(exts))
