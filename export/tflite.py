@@ -444,7 +444,7 @@ def _target(report: dict) -> dict | None:
     gaps = {k: 100 * (ref[k] - q[k]) for k in checked}
     return {"points": PARITY_TARGET_POINTS, "metrics": checked,
             "met": all(g <= PARITY_TARGET_POINTS for g in gaps.values()),
-            "detail": ", ".join(f"{k} -{g:.2f}" for k, g in gaps.items())}
+            "detail": ", ".join(f"{k} {-g:+.2f} points" for k, g in gaps.items())}
 
 
 def write_parity(path: str, report: dict) -> None:

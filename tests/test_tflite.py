@@ -1,0 +1,187 @@
+"""export.tflite: every network in every quantization, builtin ops only, parity report."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from export import tflite
+from keras_hpnet.metadata import ModelMetadata
+
+# Small configurations: conversion cost grows with the op count, not the size.
+SMALL = {
+    "hacnn": dict(num_attributes=0, channels=(32, 64, 96), feature_dim=64),
+    "hatcnn": dict(num_attributes=4, channels=(32, 64, 96), feature_dim=64),
+    "mnet": dict(num_attributes=4, width=0.25, input_shape=(64, 32)),
+    "hpnet": dict(num_attributes=4, width=0.25, num_maps=1, input_shape=(64, 32)),
+}
+# Cosine of quantized vs float embeddings (untrained weights, random pixels).
+MIN_COSINE = {"float32": 0.99999, "float16": 0.999, "dynamic": 0.99, "int8": 0.98}
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Each network built once and converted once per quantization (session-wide)."""
+    from keras_hpnet import build_model
+
+    out_dir = tmp_path_factory.mktemp("tflite")
+    rng = np.random.default_rng(0)
+    result = {}
+    for name, opts in SMALL.items():
+        model = build_model(name, num_classes=6, **opts)
+        h, w = model.input_size
+        md = ModelMetadata(name, h, w, model.embedding_dim, [f"a{i}" for i in range(model.num_attributes)])
+        calib = rng.integers(0, 256, (8, h, w, 3)).astype(np.uint8)
+        probe = rng.integers(0, 256, (3, h, w, 3)).astype(np.uint8)
+        ref = tflite.keras_outputs(model, probe)
+        files = {}
+        for q in tflite.QUANTIZATIONS:
+            files[q] = tflite.export_model(model, md, q, str(out_dir / f"{name}_{q}.tflite"),
+                                           io_type="uint8" if q == "int8" else "float32",
+                                           representative_images=calib, verbose=False)
+        result[name] = (files, probe, ref, model.num_attributes)
+    return result
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_every_quantization_converts_builtin_only(exported, name):
+    from edge.runtime import EdgeModel
+
+    files, probe, ref, num_attributes = exported[name]
+    for q, e in files.items():
+        assert all(o.builtin for o in e.ops), (q, [o.name for o in e.ops if not o.builtin])
+        assert not any(o.name.startswith("Flex") for o in e.ops)
+        md = ModelMetadata.load(e.metadata_path)
+        assert md.quantization == q and md.model_name == name
+        out = EdgeModel(e.path, num_threads=1).run(probe)
+        assert out["embedding"].shape == ref["embedding"].shape
+        cos = tflite.cosine(ref["embedding"], out["embedding"])
+        assert cos.min() >= MIN_COSINE[q], (q, cos)
+        if num_attributes:
+            assert out["attributes"].shape == (len(probe), num_attributes)
+            np.testing.assert_allclose(out["attributes"], ref["attributes"], atol=0.1)
+    # int8: integer kernels for the convolutions; uint8 input takes raw pixels.
+    int8 = files["int8"]
+    assert not any(o.float_compute for o in int8.ops if o.name in ("CONV_2D", "FULLY_CONNECTED"))
+    assert ModelMetadata.load(int8.metadata_path).input_dtype == "uint8"
+    assert files["float32"].size_bytes / int8.size_bytes >= 2.0  # small nets: graph overhead; full size in benchmarks/
+    assert files["float32"].size_bytes > files["float16"].size_bytes > files["dynamic"].size_bytes * 1.2
+
+
+class _CropModel:
+    """Not a keras_hpnet network: uses tf.image.crop_and_resize (a Flex-only op)."""
+
+    input_size = (16, 8)
+    num_attributes = 0
+    variables = []
+    name = "crop_model"
+
+    def __call__(self, x, training=False):
+        import tensorflow as tf
+
+        crops = tf.image.crop_and_resize(x, [[0.0, 0.0, 0.5, 1.0]], [0], [4, 4])
+        return {"embedding": tf.reshape(crops, [1, -1])}
+
+
+def test_flex_op_fails_with_its_name(tmp_path):
+    with pytest.raises(tflite.ExportError, match=r"Flex/SELECT_TF_OPS\): CropAndResize"):
+        tflite.export_model(_CropModel(), ModelMetadata("crop", 16, 8, 48), "float32",
+                            str(tmp_path / "crop.tflite"), verbose=False)
+    assert not os.path.exists(tmp_path / "crop.tflite")
+
+
+def test_bad_arguments():
+    with pytest.raises(tflite.ExportError, match="quantization 'int4'"):
+        tflite.convert(None, "int4")
+    with pytest.raises(tflite.ExportError, match="io_type uint8 needs --quantization int8"):
+        tflite.convert(None, "float16", io_type="uint8")
+    with pytest.raises(tflite.ExportError, match="representative"):
+        tflite.convert(_CropModel(), "int8")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """M-net trained a few dozen steps on the synthetic dataset, saved as a run directory."""
+    import keras
+    import tensorflow as tf
+
+    from keras_hpnet import build_model, datasets
+
+    root = tmp_path_factory.mktemp("trained")
+    sizes = dict(synthetic_ids=10, synthetic_cameras=2, synthetic_max_images=3)
+    ds = datasets.load("synthetic", root=str(root / "data"), **tflite._dataset_options({"dataset": "synthetic", **sizes}))
+    model = build_model("mnet", num_classes=ds.num_train_pids, num_attributes=len(ds.attribute_names),
+                        width=0.25, input_shape=(64, 32))
+    h, w = model.input_size
+    images, _ = tflite.load_images([r.path for r in ds.train], (h, w))
+    pids = np.array([r.pid for r in ds.train])
+    attrs = np.stack([r.attributes for r in ds.train]).astype("float32")
+    opt = keras.optimizers.Adam(2e-3)
+    rng = np.random.default_rng(0)
+
+    @tf.function
+    def step(x, y, a):
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, out["identity_logits"][0],
+                                                                                from_logits=True))
+            loss += tf.reduce_mean(keras.losses.binary_crossentropy(a, out["attribute_logits"], from_logits=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    losses = []
+    for _ in range(40):
+        i = rng.choice(len(images), 16, replace=False)
+        losses.append(float(step(images[i].astype("float32"), pids[i], attrs[i])))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), "training did not reduce the loss"
+    run_dir = root / "run"
+    run_dir.mkdir()
+    config = {"model": "mnet", "dataset": "synthetic", "data_dir": str(root / "data"), "input_height": h,
+              "input_width": w, "num_classes": ds.num_train_pids, "attribute_names": list(ds.attribute_names),
+              "embedding_dim": model.embedding_dim, "seed": 0, **sizes}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    model.save(str(run_dir / "model.keras"))
+    return str(run_dir)
+
+
+def test_trained_model_int8_parity_report(trained_run, capsys):
+    exported, report = tflite.export_run(trained_run, ["float32", "int8"], num_calibration=64)
+    out_dir = os.path.join(trained_run, "tflite")
+    assert sorted(os.listdir(out_dir)) == ["mnet_float32.json", "mnet_float32.tflite", "mnet_int8.json",
+                                           "mnet_int8.tflite", "parity.json", "parity.txt"]
+    on_disk = json.load(open(os.path.join(out_dir, "parity.json")))
+    assert on_disk == json.loads(json.dumps(report))
+    rows = report["variants"]
+    assert list(rows) == ["keras", "float32", "int8"]
+    for k in ("rank1", "mAP", "mA"):
+        assert 0 <= rows["keras"][k] <= 1
+        assert abs(rows["float32"][k] - rows["keras"][k]) < 1e-6  # float TFLite == Keras
+    assert rows["float32"]["cosine_min"] > 0.9999
+    # The issue's bar: int8 embeddings of a trained model keep cosine >= 0.98.
+    # (Mean over the evaluation images; a 40-step model has a few outliers lower.)
+    assert rows["int8"]["cosine_mean"] >= 0.98, rows["int8"]
+    assert rows["int8"]["cosine_min"] >= 0.9, rows["int8"]
+    assert rows["int8"]["attributes_max_abs_diff"] < 0.15
+    assert report["target"]["metrics"] == ["rank1", "mA"]
+    assert isinstance(report["target"]["met"], bool)
+    printed = capsys.readouterr().out
+    assert "parity on synthetic query" in printed and "CONV_2D" in printed
+    assert open(os.path.join(out_dir, "parity.txt")).read().splitlines()[0].split()[:3] == ["variant", "size_MB", "cos_mean"]
+    # A later export of another variant merges into the same report.
+    tflite.export_run(trained_run, ["float16"], verbose=False)
+    merged = json.load(open(os.path.join(out_dir, "parity.json")))
+    assert list(merged["variants"]) == ["keras", "float16", "float32", "int8"] or \
+        list(merged["variants"]) == ["keras", "float32", "float16", "int8"]
+
+
+def test_cli_errors(tmp_path, capsys):
+    from absl import flags
+
+    from export.run import RunError
+
+    with pytest.raises(RunError, match="does not exist"):
+        tflite.export_run(str(tmp_path / "missing"), ["int8"])
+    with pytest.raises(tflite.ExportError, match="quantization 'int3'"):
+        tflite.export_run(str(tmp_path), ["int3"])
