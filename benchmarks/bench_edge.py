@@ -1,0 +1,126 @@
+"""Batch-1 latency and size: Keras, SavedModel, TFLite float32/float16/dynamic/int8.
+
+    python benchmarks/bench_edge.py                       # hacnn, hatcnn, mnet, hpnet (untrained)
+    python benchmarks/bench_edge.py --models hacnn --threads 2
+    python benchmarks/bench_edge.py --run_dir runs/hacnn  # a trained run (its own calibration images)
+
+Targets (issue 6): int8 latency <= 1/3 of the SavedModel's, int8 size <= float / 3.5.
+Untrained weights can leave an activation constant during calibration; XNNPACK
+then refuses the int8 graph and LiteRT's builtin kernels run it (column
+`kernels`), which is slower: benchmark a trained run for the deployment figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _percentiles(fn, runs, warmup):
+    for _ in range(warmup):
+        fn()
+    t = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        t[i] = time.perf_counter() - t0
+    return np.percentile(t * 1e3, [50, 90])
+
+
+def _dir_size(path):
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+
+
+def bench_model(name, model, metadata, calib, args, work):
+    import tensorflow as tf
+
+    from edge import benchmark as edge_bench
+    from export import tflite
+
+    h, w = model.input_size
+    x = np.random.default_rng(0).integers(0, 256, (1, h, w, 3)).astype(np.float32)
+    rows = []
+    keras_path = os.path.join(work, f"{name}.keras")
+    model.save(keras_path)
+    fn = tf.function(lambda t: model(t, training=False))
+    p50, p90 = _percentiles(lambda: fn(x), args.runs, args.warmup)
+    rows.append(("keras (tf.function)", os.path.getsize(keras_path), p50, p90, "tf"))
+    sm_dir = os.path.join(work, f"{name}_savedmodel")
+    model.export(sm_dir, verbose=False)
+    loaded = tf.saved_model.load(sm_dir)
+    serve = loaded.signatures["serving_default"]
+    arg = list(serve.structured_input_signature[1])[0]
+    xt = tf.constant(x)
+    p50, p90 = _percentiles(lambda: serve(**{arg: xt}), args.runs, args.warmup)
+    rows.append(("savedmodel", _dir_size(sm_dir), p50, p90, "tf"))
+    for q in tflite.QUANTIZATIONS:
+        path = os.path.join(work, f"{name}_{q}.tflite")
+        tflite.export_model(model, metadata, q, path, io_type="uint8" if q == "int8" else "float32",
+                            representative_images=calib, verbose=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = edge_bench.measure(path, args.threads, args.runs, args.warmup)
+        kernels = "builtin" if any("XNNPACK" in str(c.message) for c in caught) else "xnnpack"
+        rows.append((f"tflite {q}", os.path.getsize(path), r["p50_ms"], r["p90_ms"], kernels))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="hacnn,hatcnn,mnet,hpnet")
+    p.add_argument("--run_dir", default=None, help="benchmark this trained run instead of untrained models")
+    p.add_argument("--threads", type=int, default=2, help="LiteRT threads")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--num_calibration", type=int, default=32)
+    args = p.parse_args(argv)
+
+    from export import tflite
+    from keras_hpnet.metadata import ModelMetadata
+
+    work = tempfile.mkdtemp(prefix="bench_edge-")
+    try:
+        jobs = []
+        if args.run_dir:
+            from export.run import load_run
+
+            run = load_run(args.run_dir)
+            calib = tflite.calibration_images(run.config, tuple(run.model.input_size), args.num_calibration)
+            jobs.append((run.metadata.model_name, run.model, run.metadata, calib))
+        else:
+            from keras_hpnet import build_model
+
+            for name in args.models.split(","):
+                na = 0 if name == "hacnn" else 26
+                model = build_model(name, num_classes=751, num_attributes=na)
+                h, w = model.input_size
+                md = ModelMetadata(name, h, w, model.embedding_dim, [f"a{i}" for i in range(na)])
+                calib = np.random.default_rng(1).integers(0, 256, (args.num_calibration, h, w, 3)).astype(np.uint8)
+                jobs.append((name, model, md, calib))
+        print(f"batch 1, {args.runs} runs, LiteRT threads {args.threads}, {os.cpu_count()} CPUs")
+        print(f"{'model':<8} {'format':<20} {'size MB':>8} {'p50 ms':>8} {'p90 ms':>8} {'kernels':>8}")
+        for name, model, md, calib in jobs:
+            rows = bench_model(name, model, md, calib, args, work)
+            for fmt, size, p50, p90, kern in rows:
+                print(f"{name:<8} {fmt:<20} {size / 1e6:>8.2f} {p50:>8.2f} {p90:>8.2f} {kern:>8}", flush=True)
+            by = {r[0]: r for r in rows}
+            sm, f32, i8 = by["savedmodel"], by["tflite float32"], by["tflite int8"]
+            print(f"{name:<8} targets: int8 latency / SavedModel = {i8[2] / sm[2]:.2f} (<= 0.33 "
+                  f"{'met' if i8[2] <= sm[2] / 3 else 'NOT met'}), float / int8 size = {f32[1] / i8[1]:.2f} "
+                  f"(>= 3.5 {'met' if f32[1] / i8[1] >= 3.5 else 'NOT met'})", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
