@@ -42,8 +42,12 @@ PRESETS = {
     "pa100k": dict(PAPER, epochs=60, lr=0.01),
     "synthetic_pa100k": dict(PAPER, epochs=8, lr=0.06, warmup_epochs=1, lr_milestones=(0.75,)),
     "synthetic": dict(
-        PAPER, epochs=8, batch_size=32, lr=0.06, warmup_epochs=1, lr_milestones=(0.75,),
-        triplet_weight=0.0, pk=0,
+        # Measured (docs/training.md): Adam converges in the few epochs the
+        # 10-minute budget allows where SGD from scratch does not; attributes
+        # use the positive-ratio weighting, which lifts mA on the imbalanced
+        # synthetic attributes.
+        PAPER, epochs=7, batch_size=32, optimizer="adam", lr=0.002, warmup_epochs=1, lr_milestones=(0.7,),
+        attribute_weighting="ratio",
     ),
 }
 
