@@ -1,0 +1,125 @@
+"""Per-model speed and size on this CPU (run on demand, not a test).
+
+    python benchmarks/bench_models.py                 # all four models
+    python benchmarks/bench_models.py --models=hacnn --steps=5
+
+Prints, per model: parameters (with / without classifiers), FLOPs per image
+(multiply and add counted separately, TF profiler on the frozen inference graph),
+training images/s at batch 32 (forward + backward + SGD step, graph mode), inference
+batch-1 latency (ms) and batch-64 images/s (graph mode).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+from tensorflow.python.framework.convert_to_constants import (  # noqa: E402
+    convert_variables_to_constants_v2)
+
+import keras  # noqa: E402
+import keras_hpnet  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["hacnn", "hatcnn", "mnet", "hpnet"], "models to measure")
+flags.DEFINE_integer("num_classes", 751, "identities (Market-1501 has 751)")
+flags.DEFINE_integer("num_attributes", 26, "attributes for hatcnn/mnet/hpnet")
+flags.DEFINE_integer("batch_size", 32, "training batch size")
+flags.DEFINE_integer("steps", 5, "timed training steps (after one warm-up step)")
+flags.DEFINE_integer("repeats", 20, "timed batch-1 inference calls")
+
+
+def count_flops(model):
+    h, w = model.input_size
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec((1, h, w, 3), tf.float32))
+    graph = convert_variables_to_constants_v2(fn).graph
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    return tf.compat.v1.profiler.profile(graph, options=opts).total_float_ops
+
+
+def classifier_params(model):
+    names = ("global_classifier", "local_classifier", "classifier")
+    return sum(getattr(model, n).count_params() for n in names if hasattr(model, n))
+
+
+def train_speed(model, batch, steps):
+    h, w = model.input_size
+    opt = keras.optimizers.SGD(0.01, momentum=0.9)
+    x = tf.random.uniform((batch, h, w, 3), 0, 255)
+    pid = tf.random.uniform((batch,), 0, max(model.num_classes, 1), tf.int32)
+    attrs = tf.cast(tf.random.uniform((batch, max(model.num_attributes, 1))) > 0.5, tf.float32)
+    variables = model.trainable_variables
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)
+            loss = 0.0
+            for logits in out.get("identity_logits", []):
+                loss += tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                    pid, logits, from_logits=True))
+            if "attribute_logits" in out:
+                loss += tf.reduce_mean(keras.losses.binary_crossentropy(
+                    attrs, out["attribute_logits"], from_logits=True))
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+        return loss
+
+    t0 = time.perf_counter()
+    step().numpy()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step().numpy()
+    return batch * steps / (time.perf_counter() - t0), first
+
+
+def inference_speed(model, repeats):
+    h, w = model.input_size
+    fn = tf.function(lambda x: model(x, training=False))
+    x1 = tf.random.uniform((1, h, w, 3), 0, 255)
+    x64 = tf.random.uniform((64, h, w, 3), 0, 255)
+    fn(x1), fn(x64)  # trace
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(x1)["embedding"].numpy()
+        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for _ in range(2):
+        fn(x64)["embedding"].numpy()
+    return 1000 * float(np.median(times)), 128 / (time.perf_counter() - t0)
+
+
+def main(argv):
+    del argv
+    rows = []
+    for name in FLAGS.models:
+        keras.utils.set_random_seed(0)
+        model = keras_hpnet.build_model(
+            name, num_classes=FLAGS.num_classes,
+            num_attributes=0 if name == "hacnn" else FLAGS.num_attributes)
+        params = model.count_params()
+        flops = count_flops(model)
+        latency, throughput = inference_speed(model, FLAGS.repeats)
+        train, first = train_speed(model, FLAGS.batch_size, FLAGS.steps)
+        rows.append((name, "x".join(map(str, model.input_size)), params,
+                     params - classifier_params(model), flops, train, first, latency, throughput))
+        print(f"{name}: done", flush=True)
+    head = ("model", "input", "params", "params w/o cls", "GFLOPs", "train img/s (b32)",
+            "1st step s", "infer b1 ms", "infer b64 img/s")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for n, size, p, p0, f, tr, first, lat, thr in rows:
+        print(f"| {n} | {size} | {p / 1e6:.2f}M | {p0 / 1e6:.2f}M | {f / 1e9:.2f} | {tr:.1f} | "
+              f"{first:.0f} | {lat:.1f} | {thr:.1f} |")
+
+
+if __name__ == "__main__":
+    app.run(main)
