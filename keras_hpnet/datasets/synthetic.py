@@ -48,7 +48,7 @@ import tempfile
 import numpy as np
 
 H, W = 128, 64
-VERSION = 2  # bump when the renderer changes (part of the cache key)
+VERSION = 3  # bump when the renderer changes (part of the cache key)
 
 # Market-1501 attribute colours (names as in market_attribute.mat).
 UP_COLOURS = {"black": (0.08, 0.08, 0.09), "white": (0.93, 0.93, 0.92), "red": (0.82, 0.1, 0.1),
@@ -138,6 +138,18 @@ class Camera:
     light_dir: float
 
 
+def _contrasting(rng, avoid, palette=None):
+    """An accessory colour far from every colour in `avoid` (so bags, hats... stay visible)."""
+    palette = ACCESSORY if palette is None else palette
+    dist = np.min([np.abs(palette - np.asarray(c)).sum(1) for c in avoid], axis=0)
+    best = np.argsort(-dist)[:3]
+    return _jitter(rng, palette[best[rng.integers(3)]], 0.04)
+
+
+HAT = np.array([(0.85, 0.1, 0.1), (0.1, 0.2, 0.75), (0.95, 0.95, 0.92), (0.95, 0.8, 0.1), (0.1, 0.55, 0.2),
+                (0.06, 0.06, 0.06)])
+
+
 def _jitter(rng, rgb, amount=0.05):
     return np.clip(np.asarray(rgb, np.float32) + rng.uniform(-amount, amount, 3), 0.0, 1.0).astype(np.float32)
 
@@ -157,19 +169,21 @@ def make_person(seed: int, key: int) -> Person:
     second = rng.choice([c for c in up_names if c != up])
     pattern = PATTERNS[rng.choice(5, p=[0.4, 0.18, 0.12, 0.15, 0.15])]
     longcoat = int(rng.random() < 0.08)
+    up_rgb, down_rgb = _jitter(rng, UP_COLOURS[up]), _jitter(rng, DOWN_COLOURS[down])
+    hair_rgb = _jitter(rng, hair, 0.04)
     return Person(
-        female=female, age=age, long_hair=long_hair, hair_colour=_jitter(rng, hair, 0.04),
+        female=female, age=age, long_hair=long_hair, hair_colour=hair_rgb,
         skin=_jitter(rng, SKIN[rng.integers(len(SKIN))], 0.03),
-        up=up, up_rgb=_jitter(rng, UP_COLOURS[up]), up2_rgb=_jitter(rng, UP_COLOURS[second]), pattern=pattern,
+        up=up, up_rgb=up_rgb, up2_rgb=_jitter(rng, UP_COLOURS[second]), pattern=pattern,
         short_sleeve=int(rng.random() < 0.5 and not longcoat),
-        down=down, down_rgb=_jitter(rng, DOWN_COLOURS[down]), dress=dress,
+        down=down, down_rgb=down_rgb, dress=dress,
         short_lower=int(rng.random() < (0.45 if dress else 0.3)),
         lower_pattern=("plain", "stripe", "pattern")[rng.choice(3, p=[0.8, 0.1, 0.1])],
-        hat=int(rng.random() < 0.15), hat_rgb=_jitter(rng, ACCESSORY[rng.integers(len(ACCESSORY))]),
+        hat=int(rng.random() < 0.15), hat_rgb=_contrasting(rng, [hair_rgb], HAT),
         glasses=int(rng.random() < 0.15),
-        backpack=int(rng.random() < 0.28), backpack_rgb=_jitter(rng, ACCESSORY[rng.integers(len(ACCESSORY))]),
-        bag=int(rng.random() < 0.22), bag_rgb=_jitter(rng, ACCESSORY[rng.integers(len(ACCESSORY))]),
-        handbag=int(rng.random() < 0.15), handbag_rgb=_jitter(rng, ACCESSORY[rng.integers(len(ACCESSORY))]),
+        backpack=int(rng.random() < 0.28), backpack_rgb=_contrasting(rng, [up_rgb]),
+        bag=int(rng.random() < 0.22), bag_rgb=_contrasting(rng, [up_rgb, down_rgb]),
+        handbag=int(rng.random() < 0.15), handbag_rgb=_contrasting(rng, [up_rgb, down_rgb]),
         holding=int(rng.random() < 0.08), hold_rgb=_jitter(rng, ACCESSORY[rng.integers(len(ACCESSORY))]),
         longcoat=longcoat, boots=int(rng.random() < 0.15),
         shoe_rgb=_jitter(rng, ACCESSORY[rng.integers(len(ACCESSORY))]),
@@ -312,16 +326,18 @@ def render_person(p: Person, view: str, hp: float, foot: float, cx: float, phase
     waist = Y(0.5)
     knee, ankle = Y(0.73), Y(0.95)
     leg_r = 0.037 * hp * p.build
-    arm_r = 0.03 * hp * p.build
+    arm_r = 0.037 * hp * p.build
     # long hair behind the shoulders
     if p.long_hair and view != "front":
-        L.paint(rect(Y(0.07), Y(0.27), head_cx - head_r * (0.6 if side else 1.0) - (0.02 * hp if side else 0),
-                     head_cx + head_r * (0.3 if side else 1.0)), p.hair_colour)
+        L.paint(rect(Y(0.07), Y(0.33), head_cx - head_r * (0.7 if side else 1.15) - (0.02 * hp if side else 0),
+                     head_cx + head_r * (0.3 if side else 1.15)), p.hair_colour)
     elif p.long_hair:
-        L.paint(rect(Y(0.07), Y(0.25), head_cx - head_r * 1.05, head_cx + head_r * 1.05), p.hair_colour)
+        L.paint(rect(Y(0.07), Y(0.3), head_cx - head_r * 1.2, head_cx + head_r * 1.2), p.hair_colour)
     # backpack behind the body (side view: sticks out at the back)
     if p.backpack and side:
-        L.paint(rect(Y(0.18), Y(0.45), cx - sw - 0.085 * hp, cx - sw * 0.4), p.backpack_rgb)
+        L.paint(rect(Y(0.18), Y(0.45), cx - sw - 0.1 * hp, cx - sw * 0.4), p.backpack_rgb)
+    elif p.backpack and view == "front":
+        L.paint(rect(Y(0.2), Y(0.44), cx - sw - 0.04 * hp, cx + sw + 0.04 * hp), p.backpack_rgb)
     # legs / lower garment
     spread = (0.045 * hp) * phase if side else 0.0
     leg_dx = 0.0 if side else hw * 0.5
@@ -338,7 +354,7 @@ def render_person(p: Person, view: str, hp: float, foot: float, cx: float, phase
             L.paint(ellipse(Y(0.975), sx, 0.025 * hp, 0.045 * hp if side else 0.035 * hp), shoe)
     if p.dress:
         bottom = Y(0.7) if p.short_lower else Y(0.9)
-        flare = 0.06 * hp
+        flare = 0.09 * hp
         L.paint(trapezoid(waist - 2, bottom, cx - hw, cx + hw, cx - hw - flare, cx + hw + flare), p.down_rgb)
     else:
         bottom_f = 0.66 if p.short_lower else 0.95
@@ -364,7 +380,7 @@ def render_person(p: Person, view: str, hp: float, foot: float, cx: float, phase
         L.paint(rect(Y(0.19), Y(0.44), cx - sw * 0.8, cx + sw * 0.8), p.backpack_rgb)
     elif p.backpack and view == "front":
         for sx in (-0.55, 0.55):
-            L.paint(capsule(Y(0.17), cx + sx * sw, Y(0.4), cx + sx * sw * 0.9, 0.014 * hp), p.backpack_rgb)
+            L.paint(capsule(Y(0.17), cx + sx * sw, Y(0.42), cx + sx * sw * 0.9, 0.022 * hp), p.backpack_rgb)
     # arms
     arm_x = [cx] if side else [cx - sw - arm_r * 0.6, cx + sw + arm_r * 0.6]
     swing = 0.05 * hp * phase if side else 0.0
@@ -381,13 +397,13 @@ def render_person(p: Person, view: str, hp: float, foot: float, cx: float, phase
     if p.bag:
         bs = 1 if p.bag_side else -1
         if not side:
-            L.paint(capsule(Y(0.17), cx - bs * sw * 0.7, Y(0.47), cx + bs * (sw + 0.01 * hp), 0.012 * hp), p.bag_rgb)
-        bx = cx + (bs * (sw + 0.03 * hp) if not side else -0.02 * hp)
-        L.paint(rect(Y(0.44), Y(0.57), bx - 0.055 * hp, bx + 0.055 * hp), p.bag_rgb)
+            L.paint(capsule(Y(0.17), cx - bs * sw * 0.7, Y(0.47), cx + bs * (sw + 0.01 * hp), 0.018 * hp), p.bag_rgb)
+        bx = cx + (bs * (sw + 0.035 * hp) if not side else -0.02 * hp)
+        L.paint(rect(Y(0.43), Y(0.6), bx - 0.07 * hp, bx + 0.07 * hp), p.bag_rgb)
     if p.handbag:
         hx = (arm_x[-1] if not p.bag_side or side else arm_x[0]) + (swing if side else 0.0)
         L.paint(capsule(hand_y, hx, Y(0.58), hx, 0.008 * hp), p.handbag_rgb)
-        L.paint(rect(Y(0.57), Y(0.66), hx - 0.045 * hp, hx + 0.045 * hp), p.handbag_rgb)
+        L.paint(rect(Y(0.56), Y(0.69), hx - 0.06 * hp, hx + 0.06 * hp), p.handbag_rgb)
     if p.holding and view != "back":
         L.paint(rect(Y(0.38), Y(0.52), cx - 0.07 * hp + (0.06 * hp if side else 0), cx + 0.07 * hp + (0.06 * hp if side else 0)), p.hold_rgb)
     # neck, head, face, hair, hat
@@ -404,8 +420,8 @@ def render_person(p: Person, view: str, hp: float, foot: float, cx: float, phase
         gx = head_cx + (0.35 * head_r if side else 0.0)
         L.paint(rect(hc - 0.12 * head_r, hc + 0.12 * head_r, gx - 0.62 * head_r, gx + 0.62 * head_r), (0.03, 0.03, 0.03))
     if p.hat:
-        L.paint(rect(hc - 1.1 * head_r, hc - 0.45 * head_r, head_cx - 0.85 * head_r, head_cx + 0.85 * head_r), p.hat_rgb)
-        L.paint(rect(hc - 0.55 * head_r, hc - 0.35 * head_r, head_cx - 1.1 * head_r, head_cx + (1.5 if side else 1.1) * head_r), p.hat_rgb)
+        L.paint(rect(hc - 1.45 * head_r, hc - 0.4 * head_r, head_cx - 0.9 * head_r, head_cx + 0.9 * head_r), p.hat_rgb)
+        L.paint(rect(hc - 0.6 * head_r, hc - 0.3 * head_r, head_cx - 1.3 * head_r, head_cx + (1.7 if side else 1.3) * head_r), p.hat_rgb)
     return L
 
 
