@@ -36,9 +36,9 @@ FLAGS = flags.FLAGS
 
 def _build(name):
     if name == "tiny":
-        from export._tiny_model import make_tiny_model
+        from keras_hpnet.models.tiny import TinyNet
 
-        model = make_tiny_model()
+        model = TinyNet(num_classes=5, num_attributes=3, feature_dim=5)  # embedding 8
         attrs = [f"attr{i}" for i in range(model.num_attributes)]
     else:
         import keras_hpnet

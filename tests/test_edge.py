@@ -51,7 +51,7 @@ def crops(tmp_path_factory):
 def models(tmp_path_factory):
     """A tiny contract model exported as float32 and int8 (uint8 input) with sidecars."""
     from export import tflite
-    from export._tiny_model import make_tiny_model
+    from support import make_tiny_model
     from keras_hpnet.metadata import ModelMetadata
 
     d = tmp_path_factory.mktemp("models")

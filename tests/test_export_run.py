@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from export._tiny_model import make_tiny_model, write_tiny_run
+from support import make_tiny_model, write_tiny_run
 from export.run import Run, RunError, load_run
 
 

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from export._tiny_model import make_tiny_model, write_tiny_run
+from support import make_tiny_model, write_tiny_run
 from export.client import (
     BadImageError,
     GrpcClient,

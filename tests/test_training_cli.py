@@ -83,7 +83,7 @@ def _fit_args(data_dir, out_dir, *extra):
 def _weights(path):
     import keras
 
-    import training.tiny_model  # noqa: F401  (registers TinyNet for loading)
+    import keras_hpnet.models.tiny  # noqa: F401  (registers TinyNet for loading)
 
     return [np.asarray(w) for w in keras.saving.load_model(path).weights]
 

@@ -11,7 +11,7 @@ import keras
 from keras_hpnet import losses
 from training.loop import CheckpointStore, NonFiniteLossError, Trainer
 from training.schedule import WarmupMultiStep
-from training.tiny_model import TinyNet
+from keras_hpnet.models.tiny import TinyNet
 
 N, C = 48, 6
 

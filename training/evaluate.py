@@ -103,10 +103,7 @@ def load_run_model(run_dir: str):
     import keras
 
     import keras_hpnet.models  # noqa: F401  (registers the model classes)
-    try:
-        import training.tiny_model  # noqa: F401  (the smoke-test model, --model tiny)
-    except ImportError:  # pragma: no cover
-        pass
+    import keras_hpnet.models.tiny  # noqa: F401  (the smoke-test model, --model tiny)
     try:
         return keras.saving.load_model(path)
     except Exception as e:  # noqa: BLE001  (any failure to read the file)

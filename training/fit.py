@@ -96,7 +96,7 @@ def load_dataset(cfg: TrainConfig):
 
 def build_model(cfg: TrainConfig, num_classes: int, num_attributes: int):
     if cfg.model == "tiny":
-        from training.tiny_model import TinyNet
+        from keras_hpnet.models.tiny import TinyNet
 
         size = (cfg.input_height, cfg.input_width) if cfg.input_height else (64, 32)
         return TinyNet(num_classes=num_classes, num_attributes=num_attributes, input_size=size)
