@@ -47,7 +47,7 @@ def test_missing_config(tmp_path):
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "expected a JSON object"),
-        ('{"model": "x", "input_height": 8}', "missing key.*input_width"),
+        ('{"model": "x", "input_height": 8}', "missing field.*input_width"),
         ('{"model": "x", "input_height": 8, "input_width": -1}', "input_width.*positive integer"),
         ('{"model": "x", "input_height": 8, "input_width": 4, "attribute_names": "a"}', "attribute_names"),
     ],

@@ -30,6 +30,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from keras_hpnet import runs
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Training run directory (holds config.json and model.keras).")
 flags.DEFINE_string("dataset", None, "Evaluate on this dataset instead of the run's.")
@@ -43,7 +45,7 @@ flags.DEFINE_integer("queries_per_picture", 4, "Queries per ranked-list picture.
 flags.DEFINE_integer("top_k", 10, "Gallery images shown per query.")
 flags.DEFINE_integer("num_attention", 3, "Images with attention overlays.")
 
-REQUIRED_CONFIG_KEYS = ("model", "dataset")
+REQUIRED_CONFIG_KEYS = ("model", "dataset")  # besides keras_hpnet.runs.REQUIRED_CONFIG_KEYS
 # The pictures this command writes (earlier ones in --out are replaced, nothing else is touched).
 PICTURE_NAME = re.compile(r"^(ranked_lists(_rerank)?|attention)_\d{2}\.png$|^attributes\.png$")
 
@@ -52,34 +54,16 @@ class EvaluateError(ValueError):
     """Bad input to training.evaluate (message names the file or flag)."""
 
 
-# -- the run directory ------------------------------------------------------------------
+# -- the run directory (read and checked by keras_hpnet.runs) ------------------------------
 
 def read_run_config(run_dir: str) -> dict:
-    """`run_dir/config.json` as a dict, checked; EvaluateError naming the problem."""
+    """`run_dir/config.json` as a dict, checked, and model.keras present; EvaluateError naming the problem."""
     if not run_dir:
         raise EvaluateError("--run_dir is required")
-    if not os.path.isdir(run_dir):
-        raise EvaluateError(f"--run_dir={run_dir}: no such directory")
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise EvaluateError(f"{path}: missing (not a training run directory? training.fit writes it)")
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvaluateError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise EvaluateError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    missing = [k for k in REQUIRED_CONFIG_KEYS if k not in config]
-    if missing:
-        raise EvaluateError(f"{path}: missing field(s) {', '.join(missing)}")
-    names = config.get("attribute_names")
-    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-        raise EvaluateError(f"{path}: field 'attribute_names' must be a list of strings")
-    model_path = os.path.join(run_dir, "model.keras")
-    if not os.path.isfile(model_path):
-        raise EvaluateError(f"{model_path}: missing (training did not finish, or the run directory is incomplete)")
-    return config
+        return runs.read_run_config(run_dir, required=REQUIRED_CONFIG_KEYS)
+    except runs.RunError as e:
+        raise EvaluateError(str(e)) from None
 
 
 def resolve_dataset(config: dict, dataset: str | None, data_dir: str | None):
@@ -99,15 +83,10 @@ def resolve_dataset(config: dict, dataset: str | None, data_dir: str | None):
 
 
 def load_run_model(run_dir: str):
-    path = os.path.join(run_dir, "model.keras")
-    import keras
-
-    import keras_hpnet.models  # noqa: F401  (registers the model classes)
-    import keras_hpnet.models.tiny  # noqa: F401  (the smoke-test model, --model tiny)
     try:
-        return keras.saving.load_model(path)
-    except Exception as e:  # noqa: BLE001  (any failure to read the file)
-        raise EvaluateError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from None
+        return runs.load_run_model(run_dir)
+    except runs.RunError as e:
+        raise EvaluateError(str(e)) from None
 
 
 # -- output -----------------------------------------------------------------------------
