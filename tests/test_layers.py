@@ -202,3 +202,33 @@ def test_sampler_and_mda_config_round_trip():
     m = L.MultiDirectionalAttention([[dict(branch_1x1=2, reduce_3x3=2, branch_3x3=2, reduce_double=2,
                                             branch_double=2, pool_proj=2)], []], num_maps=8)
     assert L.MultiDirectionalAttention.from_config(m.get_config()).get_config() == m.get_config()
+
+
+@pytest.mark.parametrize("shape", [(8, 5, 3, 4), (16, 6), (3, 1, 1, 5)])
+def test_fused_batch_norm_equals_keras_batch_norm(shape):
+    """Training step of the fused BN == Keras BN: outputs, gradients, moving statistics."""
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.normal(2.0, 3.0, size=shape).astype("float32"))
+    w = tf.constant(rng.normal(size=shape).astype("float32"))
+    results = []
+    for cls in (keras.layers.BatchNormalization, L.FusedBatchNormalization):
+        bn = cls(momentum=0.9, epsilon=1e-5)
+        bn.build(shape)
+        bn.gamma.assign(np.linspace(0.5, 1.5, shape[-1]))
+        bn.beta.assign(np.linspace(-1.0, 1.0, shape[-1]))
+
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = bn(x, training=True)
+                value = tf.reduce_sum(y * w)
+            return [y] + tape.gradient(value, [x, bn.gamma, bn.beta])
+
+        out = [t.numpy() for t in step(x)] + [t.numpy() for t in step(x + 1.0)]
+        out += [bn.moving_mean.numpy(), bn.moving_variance.numpy(), bn(x, training=False).numpy()]
+        results.append(out)
+    keras_out, fused_out = results
+    assert np.abs(keras_out[-2] - 1.0).max() > 0.1  # the moving variance did move
+    for a, b in zip(keras_out, fused_out):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)

@@ -3,6 +3,7 @@
 from keras_hpnet.layers.affine_sampler import AffineRegionSampler, region_boxes
 from keras_hpnet.layers.channel_attention import ChannelAttention
 from keras_hpnet.layers.conv_block import ConvBlock
+from keras_hpnet.layers.fused_batch_norm import FusedBatchNormalization
 from keras_hpnet.layers.hard_attention import HARD_ATTENTION_INIT_BIAS, HardAttention
 from keras_hpnet.layers.harmonious_attention import HarmoniousAttention
 from keras_hpnet.layers.image_normalization import ImageNormalization
@@ -14,7 +15,8 @@ from keras_hpnet.layers.soft_attention import SoftAttention
 from keras_hpnet.layers.spatial_attention import SpatialAttention
 
 __all__ = [
-    "AffineRegionSampler", "ChannelAttention", "ConvBlock", "HARD_ATTENTION_INIT_BIAS",
+    "AffineRegionSampler", "ChannelAttention", "ConvBlock", "FusedBatchNormalization",
+    "HARD_ATTENTION_INIT_BIAS",
     "HardAttention", "HarmoniousAttention", "ImageNormalization", "InceptionA", "InceptionB",
     "InceptionV2Block", "MultiDirectionalAttention", "SoftAttention", "SpatialAttention",
     "region_boxes",

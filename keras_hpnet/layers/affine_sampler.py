@@ -69,16 +69,20 @@ class AffineRegionSampler(keras.layers.Layer):
     def call(self, inputs):
         features, translations = inputs
         features = tf.convert_to_tensor(features)
-        translations = tf.cast(translations, features.dtype)
+        # Coordinates in float32 (float64 for float64 features) even under a
+        # mixed-precision policy: bfloat16 would place regions to ~1/8 px.
+        coord_dtype = tf.float64 if features.dtype == tf.float64 else tf.float32
+        translations = tf.cast(translations, coord_dtype)
         out_h, out_w = self.output_size
         num_regions = translations.shape[1]
         channels = features.shape[-1]
         tx = translations[:, :, 0:1]  # [N, R, 1]
         ty = translations[:, :, 1:2]
-        px = tf.constant(self._grid_x, features.dtype)[None, None, :] + tx * ((self._width - 1) / 2.0)   # [N,R,Wo]
-        py = tf.constant(self._grid_y, features.dtype)[None, None, :] + ty * ((self._height - 1) / 2.0)  # [N,R,Ho]
+        px = tf.constant(self._grid_x, coord_dtype)[None, None, :] + tx * ((self._width - 1) / 2.0)   # [N,R,Wo]
+        py = tf.constant(self._grid_y, coord_dtype)[None, None, :] + ty * ((self._height - 1) / 2.0)  # [N,R,Ho]
         y0, y1, wy0, wy1 = self._taps(py, self._height)
         x0, x1, wx0, wx1 = self._taps(px, self._width)
+        wy0, wy1, wx0, wx1 = (tf.cast(w, features.dtype) for w in (wy0, wy1, wx0, wx1))
         # Rows: gather along H per sample -> [N, R*Ho, W, C].
         y0 = tf.reshape(y0, (-1, num_regions * out_h))
         y1 = tf.reshape(y1, (-1, num_regions * out_h))

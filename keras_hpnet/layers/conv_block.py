@@ -3,6 +3,7 @@
 import keras
 
 from keras_hpnet.layers._util import build_chain
+from keras_hpnet.layers.fused_batch_norm import FusedBatchNormalization
 
 
 @keras.saving.register_keras_serializable(package="keras_hpnet")
@@ -31,7 +32,7 @@ class ConvBlock(keras.layers.Layer):
             self.filters, kernel_size, strides=strides, padding="same", use_bias=True,
             kernel_initializer="he_normal", name="conv", dtype=self.dtype_policy)
         # PyTorch-style BN statistics (momentum 0.1 there == 0.9 here, eps 1e-5).
-        self.bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn", dtype=self.dtype_policy)
+        self.bn = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name="bn", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         build_chain([self.conv, self.bn], input_shape)

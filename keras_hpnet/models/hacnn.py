@@ -2,8 +2,9 @@
 
 import keras
 
-from keras_hpnet.layers import (AffineRegionSampler, ConvBlock, HarmoniousAttention,
-                                ImageNormalization, InceptionA, InceptionB, region_boxes)
+from keras_hpnet.layers import (AffineRegionSampler, ConvBlock, FusedBatchNormalization,
+                                HarmoniousAttention, ImageNormalization, InceptionA, InceptionB,
+                                region_boxes)
 from keras_hpnet.models.base import (PedestrianModel, check_counts, check_image_shape,
                                      l2_normalize)
 
@@ -63,9 +64,9 @@ class HACNN(PedestrianModel):
             self.samplers.append(AffineRegionSampler(size, REGION_SCALE, name=f"sampler{i}"))
             self.local_convs.append(InceptionB(c, name=f"local_inception{i}"))
         self.global_fc = keras.layers.Dense(self.feature_dim, name="global_fc")
-        self.global_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="global_bn")
+        self.global_bn = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name="global_bn")
         self.local_fc = keras.layers.Dense(self.feature_dim, name="local_fc")
-        self.local_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="local_bn")
+        self.local_bn = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name="local_bn")
         if self._num_classes:
             self.global_classifier = keras.layers.Dense(self._num_classes, name="global_classifier")
             self.local_classifier = keras.layers.Dense(self._num_classes, name="local_classifier")

@@ -2,7 +2,8 @@
 
 import keras
 
-from keras_hpnet.layers import ConvBlock, ImageNormalization, InceptionA, InceptionB
+from keras_hpnet.layers import (ConvBlock, FusedBatchNormalization, ImageNormalization,
+                                InceptionA, InceptionB)
 from keras_hpnet.layers._util import build_chain, run_chain
 from keras_hpnet.models.base import l2_normalize
 from keras_hpnet.models.hacnn import HACNN
@@ -27,7 +28,7 @@ class AttributeNetwork(keras.layers.Layer):
                        InceptionA(128, name="inception1a"), InceptionB(128, name="inception1b"),
                        InceptionA(384, name="inception2a"), InceptionB(384, name="inception2b")]
         self.fc = keras.layers.Dense(self.hidden, name="fc")
-        self.bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn")
+        self.bn = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name="bn")
         self.classifier = keras.layers.Dense(self.num_attributes, name="classifier")
 
     def build(self, input_shape):

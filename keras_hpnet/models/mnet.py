@@ -2,7 +2,8 @@
 
 import keras
 
-from keras_hpnet.layers import ConvBlock, ImageNormalization, InceptionV2Block
+from keras_hpnet.layers import (ConvBlock, FusedBatchNormalization, ImageNormalization,
+                                InceptionV2Block)
 from keras_hpnet.models.base import PedestrianModel, check_counts, check_image_shape
 
 # Default 256x128 (HxW): pedestrian crops are about 2:1 (Market-1501 128x64,
@@ -78,7 +79,7 @@ class MNet(PedestrianModel):
             for block, names in zip(MNET_BLOCKS, BLOCK_NAMES)
         ]
         self.fusion_fc = keras.layers.Dense(self._embedding_dim, name="fusion_fc")
-        self.fusion_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="fusion_bn")
+        self.fusion_bn = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name="fusion_bn")
         if self._num_attributes:
             self.attribute_fc = keras.layers.Dense(self._num_attributes, name="attribute_fc")
         if self._num_classes:
