@@ -232,3 +232,14 @@ def test_fused_batch_norm_equals_keras_batch_norm(shape):
     assert np.abs(keras_out[-2] - 1.0).max() > 0.1  # the moving variance did move
     for a, b in zip(keras_out, fused_out):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_sampler_places_regions_in_float32_under_mixed_precision():
+    # Values = column index - 112 (exact in bfloat16); the 1x1 region's centre is
+    # at x = 100 + 100 * 0.123 = 112.3, so the sample is 0.3. With bfloat16
+    # coordinates x would round to 112.5 (sample 0.5).
+    feats = np.tile((np.arange(201.0) - 112.0)[None, None, :, None], (1, 3, 1, 2)).astype("float32")
+    sampler = L.AffineRegionSampler((1, 1), scale=(1.0, 1.0), dtype="mixed_bfloat16")
+    out = sampler([feats, np.array([[[0.123, 0.0]]], "float32")])
+    assert out.dtype == "bfloat16"
+    np.testing.assert_allclose(np.asarray(out, "float32")[0, 0, 0], [0.3, 0.3], atol=0.005)

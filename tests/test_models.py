@@ -186,3 +186,38 @@ def test_keras_file_round_trip(models, name, tmp_path):
     for key in a:
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
     assert loaded.input_size == model.input_size and loaded.embedding_dim == model.embedding_dim
+
+
+def test_hacnn_under_mixed_bfloat16(models):
+    """Opt-in mixed precision (faster on AMX CPUs): float32 outputs, float32 region
+    placement, inference close to the float32 model with the same weights."""
+    reference = models["hacnn"]
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = keras_hpnet.build_model("hacnn", **CONFIGS["hacnn"])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.stem.conv.compute_dtype == "bfloat16" and model.stem.conv.kernel.dtype == "float32"
+    assert model.ha_blocks[0].hard.compute_dtype == "float32"
+    model.set_weights(reference.get_weights())
+    rng = np.random.default_rng(8)
+    for i, block in enumerate(reference.ha_blocks):  # move the regions off the published init
+        kernel = rng.normal(0, 0.05, block.hard.fc.kernel.shape).astype("float32")
+        block.hard.fc.kernel.assign(kernel)
+        model.ha_blocks[i].hard.fc.kernel.assign(kernel)
+    x = images(model, 2, seed=4)
+    got, want = model(x, training=False)["embedding"], reference(x, training=False)["embedding"]
+    assert got.dtype == "float32"
+    cosine = np.sum(got.numpy() * want.numpy(), -1) / 2.0  # two unit vectors per row
+    assert cosine.min() > 0.999, cosine
+    maps, ref_maps = model.attention_maps(x), reference.attention_maps(x)
+    for i in (1, 2, 3):
+        t = maps[f"translations_level{i}"]
+        assert t.dtype == np.float32 and np.abs(t - ref_maps[f"translations_level{i}"]).max() < 1e-2
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = sum(tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(np.array([0, 1]), l, from_logits=True))
+                   for l in out["identity_logits"])
+    assert all(l.dtype == "float32" for l in out["identity_logits"])
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert all(g is not None and np.all(np.isfinite(tf.convert_to_tensor(g).numpy())) for g in grads)

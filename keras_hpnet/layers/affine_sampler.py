@@ -34,6 +34,9 @@ class AffineRegionSampler(keras.layers.Layer):
 
     def __init__(self, output_size, scale=(1.0, 0.25), **kwargs):
         super().__init__(**kwargs)
+        # Inputs are cast in `__call__`: Keras' autocast would also turn the
+        # translations into bfloat16 under a mixed-precision policy.
+        self._convert_input_args = False
         self.output_size = tuple(int(s) for s in output_size)
         self.scale = tuple(float(s) for s in scale)
 
@@ -52,6 +55,15 @@ class AffineRegionSampler(keras.layers.Layer):
         self._height, self._width = int(height), int(width)
         self.built = True
 
+    def _coord_dtype(self):
+        return "float64" if self.compute_dtype == "float64" else "float32"
+
+    def __call__(self, inputs, **kwargs):
+        if isinstance(inputs, (list, tuple)) and len(inputs) == 2:
+            inputs = [keras.ops.cast(inputs[0], self.compute_dtype),
+                      keras.ops.cast(inputs[1], self._coord_dtype())]
+        return super().__call__(inputs, **kwargs)
+
     @staticmethod
     def _taps(coord, size):
         """Integer taps, clamped, and their bilinear weights (zero outside the map)."""
@@ -68,10 +80,10 @@ class AffineRegionSampler(keras.layers.Layer):
 
     def call(self, inputs):
         features, translations = inputs
-        features = tf.convert_to_tensor(features)
+        features = tf.cast(features, self.compute_dtype)
         # Coordinates in float32 (float64 for float64 features) even under a
         # mixed-precision policy: bfloat16 would place regions to ~1/8 px.
-        coord_dtype = tf.float64 if features.dtype == tf.float64 else tf.float32
+        coord_dtype = tf.as_dtype(self._coord_dtype())
         translations = tf.cast(translations, coord_dtype)
         out_h, out_w = self.output_size
         num_regions = translations.shape[1]

@@ -14,11 +14,15 @@ class HardAttention(keras.layers.Layer):
 
     Global average pooling -> dense C -> 2R (kernel initialised to zero, bias to
     the published stripe layout) -> tanh. The region scales are fixed by the
-    model (HA-CNN: full width, a quarter of the height).
+    model (HA-CNN: full width, a quarter of the height). Under a 16-bit mixed
+    precision policy it computes in float32 (a bfloat16 tanh would place the
+    regions to ~0.15 px at level 1).
     """
 
     def __init__(self, num_regions=4, **kwargs):
         super().__init__(**kwargs)
+        if self.dtype_policy.compute_dtype in ("float16", "bfloat16"):
+            self.dtype_policy = "float32"
         self.num_regions = int(num_regions)
         if self.num_regions == 4:
             bias = np.array(HARD_ATTENTION_INIT_BIAS, "float32")

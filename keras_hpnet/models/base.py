@@ -4,7 +4,13 @@ import keras
 import numpy as np
 
 
+def float32(x):
+    """`x` as float32 (a no-op under the default policy; mixed precision computes in 16 bits)."""
+    return keras.ops.cast(x, "float32")
+
+
 def l2_normalize(x, axis=-1, epsilon=1e-12):
+    x = float32(x)
     return x * keras.ops.rsqrt(keras.ops.maximum(keras.ops.sum(x * x, axis=axis, keepdims=True), epsilon))
 
 
@@ -71,6 +77,7 @@ class PedestrianModel(keras.Model):
     def call(self, inputs, training=None):
         self._check_input(inputs)
         out, _ = self._forward(inputs, training=bool(training))
+        out = keras.tree.map_structure(float32, out)  # float32 outputs under any policy
         if training:
             return out
         result = {"embedding": out["embedding"]}
@@ -85,7 +92,7 @@ class PedestrianModel(keras.Model):
             x = x[None]
         self._check_input(x)
         _, attention = self._forward(x, training=False)
-        return {k: np.asarray(keras.ops.convert_to_numpy(v)) for k, v in attention.items()}
+        return {k: np.asarray(keras.ops.convert_to_numpy(float32(v))) for k, v in attention.items()}
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
