@@ -48,7 +48,7 @@ import tempfile
 import numpy as np
 
 H, W = 128, 64
-VERSION = 3  # bump when the renderer changes (part of the cache key)
+VERSION = 4  # bump when the renderer changes (part of the cache key)
 
 # Market-1501 attribute colours (names as in market_attribute.mat).
 UP_COLOURS = {"black": (0.08, 0.08, 0.09), "white": (0.93, 0.93, 0.92), "red": (0.82, 0.1, 0.1),
@@ -158,16 +158,16 @@ def _jitter(rng, rgb, amount=0.05):
 def make_person(seed: int, key: int) -> Person:
     """The identity `key`'s appearance, a pure function of (seed, key)."""
     rng = np.random.default_rng([seed, 1, key])
-    female = int(rng.random() < 0.45)
+    female = int(rng.random() < 0.5)
     age = int(rng.choice(4, p=[0.06, 0.14, 0.68, 0.12]))
-    long_hair = int(rng.random() < (0.75 if female else 0.08))
+    long_hair = int(rng.random() < (0.8 if female else 0.1))
     hair = GREY_HAIR if age == 3 and rng.random() < 0.8 else HAIR[rng.integers(len(HAIR))]
     up_names, down_names = list(UP_COLOURS), list(DOWN_COLOURS)
-    up = up_names[rng.choice(8, p=[0.2, 0.18, 0.1, 0.08, 0.08, 0.12, 0.14, 0.1])]
-    down = down_names[rng.choice(9, p=[0.26, 0.1, 0.06, 0.06, 0.05, 0.13, 0.16, 0.06, 0.12])]
-    dress = int(female and rng.random() < 0.35)
+    up = up_names[rng.choice(8, p=[0.16, 0.15, 0.12, 0.1, 0.1, 0.12, 0.13, 0.12])]
+    down = down_names[rng.choice(9, p=[0.2, 0.1, 0.08, 0.08, 0.08, 0.12, 0.14, 0.08, 0.12])]
+    dress = int(female and rng.random() < 0.45)
     second = rng.choice([c for c in up_names if c != up])
-    pattern = PATTERNS[rng.choice(5, p=[0.4, 0.18, 0.12, 0.15, 0.15])]
+    pattern = PATTERNS[rng.choice(5, p=[0.6, 0.1, 0.08, 0.1, 0.12])]
     longcoat = int(rng.random() < 0.08)
     up_rgb, down_rgb = _jitter(rng, UP_COLOURS[up]), _jitter(rng, DOWN_COLOURS[down])
     hair_rgb = _jitter(rng, hair, 0.04)
@@ -177,13 +177,13 @@ def make_person(seed: int, key: int) -> Person:
         up=up, up_rgb=up_rgb, up2_rgb=_jitter(rng, UP_COLOURS[second]), pattern=pattern,
         short_sleeve=int(rng.random() < 0.5 and not longcoat),
         down=down, down_rgb=down_rgb, dress=dress,
-        short_lower=int(rng.random() < (0.45 if dress else 0.3)),
+        short_lower=int(rng.random() < (0.45 if dress else 0.4)),
         lower_pattern=("plain", "stripe", "pattern")[rng.choice(3, p=[0.8, 0.1, 0.1])],
-        hat=int(rng.random() < 0.15), hat_rgb=_contrasting(rng, [hair_rgb], HAT),
+        hat=int(rng.random() < 0.35), hat_rgb=_contrasting(rng, [hair_rgb], HAT),
         glasses=int(rng.random() < 0.15),
-        backpack=int(rng.random() < 0.28), backpack_rgb=_contrasting(rng, [up_rgb]),
-        bag=int(rng.random() < 0.22), bag_rgb=_contrasting(rng, [up_rgb, down_rgb]),
-        handbag=int(rng.random() < 0.15), handbag_rgb=_contrasting(rng, [up_rgb, down_rgb]),
+        backpack=int(rng.random() < 0.38), backpack_rgb=_contrasting(rng, [up_rgb]),
+        bag=int(rng.random() < 0.33), bag_rgb=_contrasting(rng, [up_rgb, down_rgb]),
+        handbag=int(rng.random() < 0.3), handbag_rgb=_contrasting(rng, [up_rgb, down_rgb]),
         holding=int(rng.random() < 0.08), hold_rgb=_jitter(rng, ACCESSORY[rng.integers(len(ACCESSORY))]),
         longcoat=longcoat, boots=int(rng.random() < 0.15),
         shoe_rgb=_jitter(rng, ACCESSORY[rng.integers(len(ACCESSORY))]),
@@ -201,18 +201,18 @@ def _muted(rgb, amount):
 def make_camera(seed: int, cam: int) -> Camera:
     """Camera `cam`'s scene and photometry, a pure function of (seed, cam)."""
     rng = np.random.default_rng([seed, 2, cam])
-    cast = rng.uniform(0.85, 1.15, 3)
+    cast = rng.uniform(0.9, 1.1, 3)
     cast = cast / cast.mean()
     # Scenes are muted (colours pulled towards grey) so that clothing, not the
     # background, is the most salient colour content; cameras still differ a lot.
     return Camera(
         wall=_muted(rng.uniform(0.15, 0.85, 3), 0.55), ground=_muted(rng.uniform(0.15, 0.75, 3), 0.6),
         clutter=_muted(rng.uniform(0.1, 0.9, (4, 3)), 0.5), horizon=float(rng.uniform(0.3, 0.75)),
-        texture=int(rng.integers(4)), gain=float(rng.uniform(0.72, 1.25)), cast=cast.astype(np.float32),
-        gamma=float(rng.uniform(0.75, 1.3)), desat=float(rng.uniform(0.0, 0.25)), blur=float(rng.uniform(0.0, 0.9)),
-        noise=float(rng.uniform(0.005, 0.03)), scale=float(rng.uniform(0.78, 0.93)), foot=float(rng.uniform(0.93, 0.995)),
+        texture=int(rng.integers(4)), gain=float(rng.uniform(0.8, 1.2)), cast=cast.astype(np.float32),
+        gamma=float(rng.uniform(0.75, 1.3)), desat=float(rng.uniform(0.0, 0.15)), blur=float(rng.uniform(0.0, 0.8)),
+        noise=float(rng.uniform(0.005, 0.03)), scale=float(rng.uniform(0.84, 0.95)), foot=float(rng.uniform(0.93, 0.995)),
         xoff=float(rng.uniform(-4, 4)), views=rng.dirichlet([1.2, 1.2, 1.2]).astype(np.float64),
-        occlusion=float(rng.uniform(0.0, 0.3)), light_dir=float(rng.uniform(-0.25, 0.25)))
+        occlusion=float(rng.uniform(0.0, 0.15)), light_dir=float(rng.uniform(-0.25, 0.25)))
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -319,8 +319,8 @@ def render_person(p: Person, view: str, hp: float, foot: float, cx: float, phase
     y0 = foot - hp
     Y = lambda f: y0 + f * hp  # noqa: E731  (fraction of the person height -> row)
     side = view == "side"
-    sw = 0.118 * hp * p.build * (0.62 if side else 1.0) * (0.9 if p.female else 1.0)  # shoulder half-width
-    hw = 0.092 * hp * p.build * (0.7 if side else 1.0) * (1.08 if p.female else 1.0)  # hip half-width
+    sw = 0.118 * hp * p.build * (0.62 if side else 1.0) * (0.84 if p.female else 1.06)  # shoulder half-width
+    hw = 0.092 * hp * p.build * (0.7 if side else 1.0) * (1.15 if p.female else 0.95)  # hip half-width
     head_r = 0.062 * hp
     head_cx = cx + (0.02 * hp if side else 0.0)
     waist = Y(0.5)
@@ -329,13 +329,13 @@ def render_person(p: Person, view: str, hp: float, foot: float, cx: float, phase
     arm_r = 0.037 * hp * p.build
     # long hair behind the shoulders
     if p.long_hair and view != "front":
-        L.paint(rect(Y(0.07), Y(0.33), head_cx - head_r * (0.7 if side else 1.15) - (0.02 * hp if side else 0),
-                     head_cx + head_r * (0.3 if side else 1.15)), p.hair_colour)
+        L.paint(rect(Y(0.07), Y(0.37), head_cx - head_r * (0.8 if side else 1.25) - (0.025 * hp if side else 0),
+                     head_cx + head_r * (0.3 if side else 1.25)), p.hair_colour)
     elif p.long_hair:
-        L.paint(rect(Y(0.07), Y(0.3), head_cx - head_r * 1.2, head_cx + head_r * 1.2), p.hair_colour)
+        L.paint(rect(Y(0.07), Y(0.34), head_cx - head_r * 1.3, head_cx + head_r * 1.3), p.hair_colour)
     # backpack behind the body (side view: sticks out at the back)
     if p.backpack and side:
-        L.paint(rect(Y(0.18), Y(0.45), cx - sw - 0.1 * hp, cx - sw * 0.4), p.backpack_rgb)
+        L.paint(rect(Y(0.17), Y(0.47), cx - sw - 0.13 * hp, cx - sw * 0.4), p.backpack_rgb)
     elif p.backpack and view == "front":
         L.paint(rect(Y(0.2), Y(0.44), cx - sw - 0.04 * hp, cx + sw + 0.04 * hp), p.backpack_rgb)
     # legs / lower garment
@@ -354,10 +354,10 @@ def render_person(p: Person, view: str, hp: float, foot: float, cx: float, phase
             L.paint(ellipse(Y(0.975), sx, 0.025 * hp, 0.045 * hp if side else 0.035 * hp), shoe)
     if p.dress:
         bottom = Y(0.7) if p.short_lower else Y(0.9)
-        flare = 0.09 * hp
+        flare = 0.11 * hp
         L.paint(trapezoid(waist - 2, bottom, cx - hw, cx + hw, cx - hw - flare, cx + hw + flare), p.down_rgb)
     else:
-        bottom_f = 0.66 if p.short_lower else 0.95
+        bottom_f = 0.63 if p.short_lower else 0.95
         for lx, s in legs:
             t = (bottom_f - 0.5) / 0.45
             L.paint(capsule(waist, lx, waist + (ankle - waist) * t, lx + s * t, leg_r * 1.2), p.down_rgb)
@@ -399,11 +399,11 @@ def render_person(p: Person, view: str, hp: float, foot: float, cx: float, phase
         if not side:
             L.paint(capsule(Y(0.17), cx - bs * sw * 0.7, Y(0.47), cx + bs * (sw + 0.01 * hp), 0.018 * hp), p.bag_rgb)
         bx = cx + (bs * (sw + 0.035 * hp) if not side else -0.02 * hp)
-        L.paint(rect(Y(0.43), Y(0.6), bx - 0.07 * hp, bx + 0.07 * hp), p.bag_rgb)
+        L.paint(rect(Y(0.42), Y(0.62), bx - 0.085 * hp, bx + 0.085 * hp), p.bag_rgb)
     if p.handbag:
         hx = (arm_x[-1] if not p.bag_side or side else arm_x[0]) + (swing if side else 0.0)
         L.paint(capsule(hand_y, hx, Y(0.58), hx, 0.008 * hp), p.handbag_rgb)
-        L.paint(rect(Y(0.56), Y(0.69), hx - 0.06 * hp, hx + 0.06 * hp), p.handbag_rgb)
+        L.paint(rect(Y(0.56), Y(0.72), hx - 0.075 * hp, hx + 0.075 * hp), p.handbag_rgb)
     if p.holding and view != "back":
         L.paint(rect(Y(0.38), Y(0.52), cx - 0.07 * hp + (0.06 * hp if side else 0), cx + 0.07 * hp + (0.06 * hp if side else 0)), p.hold_rgb)
     # neck, head, face, hair, hat
@@ -420,8 +420,8 @@ def render_person(p: Person, view: str, hp: float, foot: float, cx: float, phase
         gx = head_cx + (0.35 * head_r if side else 0.0)
         L.paint(rect(hc - 0.12 * head_r, hc + 0.12 * head_r, gx - 0.62 * head_r, gx + 0.62 * head_r), (0.03, 0.03, 0.03))
     if p.hat:
-        L.paint(rect(hc - 1.45 * head_r, hc - 0.4 * head_r, head_cx - 0.9 * head_r, head_cx + 0.9 * head_r), p.hat_rgb)
-        L.paint(rect(hc - 0.6 * head_r, hc - 0.3 * head_r, head_cx - 1.3 * head_r, head_cx + (1.7 if side else 1.3) * head_r), p.hat_rgb)
+        L.paint(rect(hc - 1.8 * head_r, hc - 0.4 * head_r, head_cx - 1.0 * head_r, head_cx + 1.0 * head_r), p.hat_rgb)
+        L.paint(rect(hc - 0.65 * head_r, hc - 0.25 * head_r, head_cx - 1.6 * head_r, head_cx + (2.0 if side else 1.6) * head_r), p.hat_rgb)
     return L
 
 
@@ -520,13 +520,19 @@ class Config:
     """Sizes of the synthetic dataset (all deterministic by `seed`)."""
 
     seed: int = 0
-    num_train_ids: int = 150
+    num_train_ids: int = 500
     num_test_ids: int = 150
     num_cameras: int = 6
     min_cameras: int = 2  # cameras each identity appears in: min_cameras..max_cameras
     max_cameras: int = 5
-    min_images: int = 2  # images per identity per camera
+    min_images: int = 2  # images per identity per camera (test identities: at least 2)
     max_images: int = 4
+    # Training identities: many identities with few images each (attributes
+    # generalise with attribute diversity, not with more views of the same
+    # person); 0 = as the test split. Capped by max_cameras / max_images.
+    train_max_cameras: int = 3
+    train_min_images: int = 1
+    train_max_images: int = 2
     num_distractors: int = 40  # gallery images "0000"
     num_junk: int = 20  # gallery images "-1"
     jpeg_quality: int = 90
@@ -560,6 +566,8 @@ def market_plan(cfg: Config):
         raise ValueError("need 1 <= min_cameras <= max_cameras <= num_cameras")
     if not (1 <= cfg.min_images <= cfg.max_images):
         raise ValueError("need 1 <= min_images <= max_images")
+    if min(cfg.train_max_cameras, cfg.train_min_images, cfg.train_max_images) < 0:
+        raise ValueError("train_max_cameras, train_min_images and train_max_images must be >= 0 (0 = as the test split)")
     if cfg.num_train_ids < 1 or cfg.num_test_ids < 1:
         raise ValueError("num_train_ids and num_test_ids must be >= 1")
     rng = np.random.default_rng([cfg.seed, 4])
@@ -578,12 +586,19 @@ def market_plan(cfg: Config):
         return f"{pid_text}_c{cam + 1}s{seq}_{int(frame[cam]):06d}_{int(rng.integers(1, 4)):02d}.jpg"
 
     for split_ids, test in ((train_ids, False), (test_ids, True)):
+        if test:
+            min_c, max_c = max(cfg.min_cameras, 2), cfg.max_cameras
+            min_i, max_i = max(cfg.min_images, 2), max(cfg.max_images, 2)
+        else:
+            min_c = cfg.min_cameras
+            max_c = max(min_c, min(cfg.train_max_cameras or cfg.max_cameras, cfg.max_cameras))
+            max_i = min(cfg.train_max_images or cfg.max_images, cfg.max_images)
+            min_i = min(cfg.train_min_images or cfg.min_images, max_i)
         for pid in split_ids:
-            min_c = max(cfg.min_cameras, 2) if test else cfg.min_cameras
-            ncam = int(rng.integers(min_c, cfg.max_cameras + 1))
+            ncam = int(rng.integers(min_c, max_c + 1))
             cams = sorted(rng.choice(cfg.num_cameras, ncam, replace=False).tolist())
             for cam in cams:
-                n = int(rng.integers(max(cfg.min_images, 2) if test else cfg.min_images, cfg.max_images + 1))
+                n = int(rng.integers(min_i, max_i + 1))
                 for k in range(n):
                     folder = ("query" if k == 0 else "bounding_box_test") if test else "bounding_box_train"
                     plan.append((f"{folder}/{name(f'{pid:04d}', cam)}", pid, cam, False))
