@@ -233,37 +233,15 @@ def op_summary(ops: list[OpInfo]) -> str:
 # --------------------------------------------------------------------------
 # Data: calibration and evaluation images of a run
 # --------------------------------------------------------------------------
-def _dataset_options(config: dict) -> dict:
-    """Size options of a generated (synthetic) dataset, from the run's config keys
-    (the same mapping as training.config.TrainConfig.synthetic_sizes)."""
-    name = str(config.get("dataset") or "")
-    if not name.startswith("synthetic"):
-        return {}
-    ids, cams, most = (int(config.get(k) or 0) for k in ("synthetic_ids", "synthetic_cameras", "synthetic_max_images"))
-    sizes = {}
-    if name == "synthetic_pa100k":
-        if ids:
-            sizes.update(num_train=ids, num_val=max(1, ids // 8), num_test=max(1, ids // 8))
-    else:
-        if ids:
-            sizes.update(num_train_ids=ids, num_test_ids=ids)
-        if most:
-            sizes.update(max_images=most, min_images=min(2, most))
-    if cams:
-        sizes["num_cameras"] = cams
-        if name == "synthetic":
-            sizes.update(max_cameras=min(5, cams), min_cameras=min(2, cams))
-    return sizes
-
-
 def _load_dataset(config: dict):
-    from keras_hpnet import datasets
+    """The run's dataset, loaded as training.fit did (keras_hpnet.runs.load_run_dataset)."""
+    from keras_hpnet import runs
 
     name = config.get("dataset")
     if not name:
         raise ExportError("config.json has no 'dataset': pass --images for calibration")
     try:
-        return datasets.load(name, root=config.get("data_dir"), **_dataset_options(config))
+        return runs.load_run_dataset(config)
     except (OSError, ValueError, KeyError) as e:
         raise ExportError(f"cannot load the run's dataset {name!r} (data_dir={config.get('data_dir')!r}): {e}") from None
 

@@ -5,6 +5,7 @@ the SavedModel and TFLite exporters)::
 
     config = read_run_config(run_dir)        # checked dict from config.json
     model = load_run_model(run_dir)          # model.keras, keras_hpnet classes registered
+    ds = load_run_dataset(config)            # exactly the run's dataset and split
 
 Bad input raises :class:`RunError` (a ValueError) naming the file and the
 problem. Importing this module does not import TensorFlow or Keras.
@@ -22,6 +23,8 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 # Every reader needs these; callers may require more (training.evaluate: "dataset").
 REQUIRED_CONFIG_KEYS = ("model", "input_height", "input_width")
+# Datasets made on first use by keras_hpnet.datasets (`load` puts them in a sub-folder of root).
+GENERATED_PREFIX = "synthetic"
 
 
 class RunError(ValueError):
@@ -62,6 +65,9 @@ def read_run_config(run_dir: str, required=()) -> dict:
     names = config.get("attribute_names")
     if names is not None and not (isinstance(names, list) and all(isinstance(a, str) for a in names)):
         raise RunError(f"{path}: field 'attribute_names' must be a list of strings")
+    options = config.get("dataset_options")
+    if options is not None and not (isinstance(options, dict) and all(isinstance(k, str) for k in options)):
+        raise RunError(f"{path}: field 'dataset_options' must be an object (keras_hpnet.datasets.load options)")
     model_path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.isfile(model_path):
         raise RunError(f"{model_path}: missing (training did not finish, or the run directory is incomplete)")
@@ -103,3 +109,39 @@ def load_run_model(run_dir: str):
         return keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001  (keras raises many types for a corrupt/unknown file)
         raise RunError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from None
+
+
+def run_dataset_args(config: dict, dataset: str | None = None, data_dir: str | None = None):
+    """(name, root, options) for `keras_hpnet.datasets.load` of the run's dataset.
+
+    `dataset`/`data_dir` override the run's; the run's `dataset_options` (the
+    exact `load` options training.fit used) apply only to the run's own dataset.
+    A generated dataset's `data_dir` may be the folder it was generated in
+    (training.fit records that, `PedestrianDataset.root`): `load` takes that
+    folder's parent, where it finds the same folder again.
+    """
+    run_dataset = str(config.get("dataset") or "")
+    name = dataset or run_dataset
+    if not name:
+        raise RunError(f"{CONFIG_FILE} has no 'dataset' and none was given")
+    same = name == run_dataset
+    root = data_dir if data_dir else (config.get("data_dir") if same else None)
+    options = dict(config.get("dataset_options") or {}) if same else {}
+    if root and name.startswith(GENERATED_PREFIX):
+        from keras_hpnet.datasets.synthetic import MARKER
+
+        if os.path.isfile(os.path.join(root, MARKER)):  # the generated folder itself
+            root = os.path.dirname(os.path.abspath(root))
+    return name, root, options
+
+
+def load_run_dataset(config: dict, dataset: str | None = None, data_dir: str | None = None):
+    """The run's dataset (or `dataset` in `data_dir`) as a PedestrianDataset.
+
+    Errors of the dataset readers (ValueError, OSError) pass through for the
+    caller to name its flag or file.
+    """
+    from keras_hpnet import datasets
+
+    name, root, options = run_dataset_args(config, dataset, data_dir)
+    return datasets.load(name, root, **options)

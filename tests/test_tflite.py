@@ -109,8 +109,10 @@ def trained_run(tmp_path_factory):
     from keras_hpnet import build_model, datasets
 
     root = tmp_path_factory.mktemp("trained")
-    sizes = dict(synthetic_ids=10, synthetic_cameras=2, synthetic_max_images=3)
-    ds = datasets.load("synthetic", root=str(root / "data"), **tflite._dataset_options({"dataset": "synthetic", **sizes}))
+    # training.fit's options for --synthetic_ids=10 --synthetic_cameras=2 --synthetic_max_images=3
+    options = dict(num_train_ids=10, num_test_ids=10, max_images=3, min_images=2, num_cameras=2, max_cameras=2,
+                   min_cameras=2)
+    ds = datasets.load("synthetic", root=str(root / "data"), **options)
     model = build_model("mnet", num_classes=ds.num_train_pids, num_attributes=len(ds.attribute_names),
                         width=0.25, input_shape=(64, 32))
     h, w = model.input_size
@@ -138,9 +140,10 @@ def trained_run(tmp_path_factory):
     assert np.mean(losses[-5:]) < np.mean(losses[:5]), "training did not reduce the loss"
     run_dir = root / "run"
     run_dir.mkdir()
-    config = {"model": "mnet", "dataset": "synthetic", "data_dir": str(root / "data"), "input_height": h,
-              "input_width": w, "num_classes": ds.num_train_pids, "attribute_names": list(ds.attribute_names),
-              "embedding_dim": model.embedding_dim, "seed": 0, **sizes}
+    # As training.fit writes it: data_dir is the generated folder itself, dataset_options the load options.
+    config = {"model": "mnet", "dataset": "synthetic", "data_dir": ds.root, "dataset_options": options,
+              "input_height": h, "input_width": w, "num_classes": ds.num_train_pids,
+              "attribute_names": list(ds.attribute_names), "embedding_dim": model.embedding_dim, "seed": 0}
     (run_dir / "config.json").write_text(json.dumps(config))
     model.save(str(run_dir / "model.keras"))
     return str(run_dir)

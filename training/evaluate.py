@@ -67,18 +67,10 @@ def read_run_config(run_dir: str) -> dict:
 
 
 def resolve_dataset(config: dict, dataset: str | None, data_dir: str | None):
-    """(name, root, load options) of the dataset to evaluate on."""
-    run_dataset = str(config["dataset"])
-    name = dataset or run_dataset
-    same = name == run_dataset
-    root = data_dir if data_dir else (config.get("data_dir") if same else None)
-    if root and not os.path.isdir(root) and not name.startswith("synthetic"):
+    """(name, root, load options) of the dataset to evaluate on (keras_hpnet.runs.run_dataset_args)."""
+    name, root, options = runs.run_dataset_args(config, dataset, data_dir)
+    if root and not os.path.isdir(root) and not name.startswith(runs.GENERATED_PREFIX):
         raise EvaluateError(f"--data_dir={root}: no such directory")
-    options = {}
-    if same and name.startswith("synthetic"):  # the run's generated data, same sizes
-        from training.config import TrainConfig
-
-        options = TrainConfig.from_dict(config).synthetic_sizes
     return name, root, options
 
 

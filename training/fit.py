@@ -17,7 +17,7 @@ import time
 
 from absl import app, flags
 
-from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, MODELS, OPTIMIZERS, STRATEGIES,
+from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, STRATEGIES,
                              ConfigError, TrainConfig, resolve_config, validate_config)
 
 FLAGS = flags.FLAGS
@@ -79,14 +79,18 @@ def config_from_flags() -> TrainConfig:
 
 # -- pieces ---------------------------------------------------------------------------
 
+def dataset_options(cfg: TrainConfig) -> dict:
+    """The `keras_hpnet.datasets.load` options of the run's dataset (recorded in
+    config.json as `dataset_options`, so readers load exactly this data)."""
+    # Generated data: fixed (seed 0) whatever --seed, sized by the --synthetic_* flags.
+    return dict(cfg.synthetic_sizes) if cfg.dataset in GENERATED else {}
+
+
 def load_dataset(cfg: TrainConfig):
     """Read (or generate) the dataset and check it can train this config."""
     from keras_hpnet import datasets
 
-    if cfg.dataset in ("synthetic", "synthetic_pa100k"):  # fixed data (seed 0) whatever --seed
-        ds = datasets.load(cfg.dataset, cfg.data_dir, **cfg.synthetic_sizes)
-    else:
-        ds = datasets.load(cfg.dataset, cfg.data_dir)
+    ds = datasets.load(cfg.dataset, cfg.data_dir, **dataset_options(cfg))
     train = ds.splits.get("train") or []
     if len(train) < cfg.batch_size:
         raise ConfigError(f"{cfg.data_dir or cfg.dataset}: {len(train)} training images, fewer than "
@@ -225,7 +229,8 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
 
         os.makedirs(cfg.out_dir, exist_ok=True)
         resolved = json.loads(cfg.to_json())
-        resolved["data_dir"] = ds.root or cfg.data_dir
+        resolved["data_dir"] = ds.root or cfg.data_dir  # generated data: its folder (keras_hpnet.runs reloads it)
+        resolved["dataset_options"] = dataset_options(cfg)
         resolved["strategy_replicas"] = replicas
         resolved["steps_per_epoch"] = steps_per_epoch
         write_text_atomic(os.path.join(cfg.out_dir, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
