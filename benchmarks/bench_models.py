@@ -2,6 +2,7 @@
 
     python benchmarks/bench_models.py                 # all four models
     python benchmarks/bench_models.py --models=hacnn --steps=5
+    python benchmarks/bench_models.py --models=hacnn,hatcnn --policy=mixed_bfloat16
 
 Prints, per model: parameters (with / without classifiers), FLOPs per image
 (multiply and add counted separately, TF profiler on the frozen inference graph),
@@ -31,6 +32,7 @@ flags.DEFINE_integer("num_attributes", 26, "attributes for hatcnn/mnet/hpnet")
 flags.DEFINE_integer("batch_size", 32, "training batch size")
 flags.DEFINE_integer("steps", 5, "timed training steps (after one warm-up step)")
 flags.DEFINE_integer("repeats", 20, "timed batch-1 inference calls")
+flags.DEFINE_string("policy", "float32", "Keras dtype policy, e.g. mixed_bfloat16 (AMX-BF16 CPUs)")
 
 
 def count_flops(model):
@@ -99,6 +101,7 @@ def inference_speed(model, repeats):
 
 def main(argv):
     del argv
+    keras.mixed_precision.set_global_policy(FLAGS.policy)
     rows = []
     for name in FLAGS.models:
         keras.utils.set_random_seed(0)
@@ -114,6 +117,7 @@ def main(argv):
         print(f"{name}: done", flush=True)
     head = ("model", "input", "params", "params w/o cls", "GFLOPs", "train img/s (b32)",
             "1st step s", "infer b1 ms", "infer b64 img/s")
+    print(f"policy {FLAGS.policy}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for n, size, p, p0, f, tr, first, lat, thr in rows:
