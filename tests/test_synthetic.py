@@ -151,3 +151,31 @@ def test_pa100k_variant_through_real_reader(tmp_path):
     jobs = synthetic.pa100k_plan(synthetic.Config100k(num_train=12, num_val=4, num_test=4))
     exp = synthetic.pa100k_labels(synthetic.make_person(0, jobs[13][1]), jobs[13][5])
     np.testing.assert_array_equal(ds.val[1].attributes, exp)
+
+
+def test_training_split_many_identities_few_images():
+    """The default plan: 500 training identities in 2..3 cameras with 1..2
+    images each (attribute diversity), 150 test identities with >= 2 images per
+    camera (a query plus gallery); train_* = 0 falls back to the test sampling."""
+    from collections import Counter
+
+    def per_id_cam(cfg):
+        jobs, train_ids, test_ids = synthetic.market_plan(cfg)
+        train = Counter((key, cam) for rel, key, cam, _, _ in jobs if rel.startswith("bounding_box_train/"))
+        test = Counter((key, cam) for rel, key, cam, _, _ in jobs
+                       if rel.startswith(("query/", "bounding_box_test/")) and key < 20000)
+        return train, test, train_ids, test_ids
+
+    cfg = synthetic.Config()
+    train, test, train_ids, test_ids = per_id_cam(cfg)
+    assert (len(train_ids), len(test_ids)) == (500, 150) and not set(train_ids) & set(test_ids)
+    assert set(train.values()) == {1, 2} and set(test.values()) == {2, 3, 4}
+    cams = Counter(k for k, _ in train)
+    assert set(cams.values()) == {2, 3} and set(cams) == set(train_ids)
+    assert 1500 <= sum(train.values()) <= 2300  # ~3.75 images per training identity
+    assert set(Counter(k for k, _ in test).values()) <= {2, 3, 4, 5}
+    same, _, _, _ = per_id_cam(synthetic.Config(num_train_ids=40, train_max_cameras=0, train_min_images=0,
+                                                train_max_images=0))
+    assert max(same.values()) == 4 and max(Counter(k for k, _ in same).values()) == 5
+    with pytest.raises(ValueError, match="train_max_cameras"):
+        synthetic.market_plan(synthetic.Config(train_max_images=-1))
