@@ -6,24 +6,11 @@ import numpy as np
 
 from keras_hpnet.models.base import PedestrianModel
 from keras_hpnet.models.hacnn import HACNN
+from keras_hpnet.models.hatcnn import HATCNN
+from keras_hpnet.models.hpnet import HPNet
+from keras_hpnet.models.mnet import MNet
 
-_REGISTRY = {"hacnn": HACNN}
-
-try:  # the other networks register themselves when their module exists
-    from keras_hpnet.models.hatcnn import HATCNN
-    _REGISTRY["hatcnn"] = HATCNN
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from keras_hpnet.models.mnet import MNet
-    _REGISTRY["mnet"] = MNet
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from keras_hpnet.models.hpnet import HPNet
-    _REGISTRY["hpnet"] = HPNet
-except ImportError:  # pragma: no cover
-    pass
+_REGISTRY = {"hacnn": HACNN, "hatcnn": HATCNN, "hpnet": HPNet, "mnet": MNet}
 
 
 def available_models():
