@@ -522,6 +522,12 @@ def render_image(seed: int, person_key: int, cam_index: int, image_key: int, *, 
 
 
 # ----------------------------------------------------------------------------- plans
+def _cache_key(config, variant: str) -> str:
+    """Short hash of a size config, the variant and the renderer version (cache folder name)."""
+    text = json.dumps({"v": VERSION, "variant": variant, **dataclasses.asdict(config)}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Sizes of the synthetic dataset (all deterministic by `seed`)."""
@@ -545,8 +551,7 @@ class Config:
     jpeg_quality: int = 90
 
     def key(self, variant: str) -> str:
-        text = json.dumps({"v": VERSION, "variant": variant, **dataclasses.asdict(self)}, sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:10]
+        return _cache_key(self, variant)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -561,8 +566,7 @@ class Config100k:
     jpeg_quality: int = 90
 
     def key(self, variant: str) -> str:
-        text = json.dumps({"v": VERSION, "variant": variant, **dataclasses.asdict(self)}, sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:10]
+        return _cache_key(self, variant)
 
 
 def market_plan(cfg: Config):
