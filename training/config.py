@@ -18,6 +18,7 @@ DATASETS = ("synthetic", "market1501", "dukemtmc", "pa100k", "custom", "syntheti
 GENERATED = ("synthetic", "synthetic_pa100k")  # made on first use, no --data_dir needed
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
 OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies training may use
 ATTRIBUTE_WEIGHTINGS = ("auto", "none", "ratio")
 
 
@@ -74,6 +75,7 @@ class TrainConfig:
     attribute_weight: float = 1.0
     attribute_weighting: str = "auto"  # auto: positive-ratio weighted for attribute-only datasets
     strategy: str = "auto"
+    precision: str = "float32"  # Keras dtype policy of the model during training
     seed: int = 0
     checkpoint_every: int = 200  # steps; also at each epoch end
     keep_checkpoints: int = 2
@@ -150,6 +152,7 @@ def validate_config(cfg: TrainConfig) -> None:
     _choice("dataset", cfg.dataset, DATASETS)
     _choice("strategy", cfg.strategy, STRATEGIES)
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    _choice("precision", cfg.precision, PRECISIONS)
     _choice("attribute_weighting", cfg.attribute_weighting, ATTRIBUTE_WEIGHTINGS)
     positive = ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "keep_checkpoints")
     for name in positive:
