@@ -17,7 +17,7 @@ import time
 
 from absl import app, flags
 
-from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, STRATEGIES,
+from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, PRECISIONS, STRATEGIES,
                              ConfigError, TrainConfig, resolve_config, validate_config)
 
 FLAGS = flags.FLAGS
@@ -43,6 +43,8 @@ flags.DEFINE_enum("attribute_weighting", None, ATTRIBUTE_WEIGHTINGS,
                   "auto: positive-ratio weighted BCE on attribute-only datasets (HP-Net), plain otherwise.")
 flags.DEFINE_enum("strategy", None, STRATEGIES, "tf.distribute strategy (auto: multi_worker if TF_CONFIG, "
                   "mirrored if several GPUs, else default).")
+flags.DEFINE_enum("precision", None, PRECISIONS, "Keras dtype policy for training: float32, or "
+                  "mixed_bfloat16 (bf16 compute, float32 weights; fast on AMX/AVX512-BF16 CPUs and TPUs).")
 flags.DEFINE_integer("seed", None, "Random seed (weights, data order, augmentation).")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints (also at every epoch end).")
 flags.DEFINE_integer("keep_checkpoints", None, "Checkpoints kept.")
