@@ -96,3 +96,31 @@ def test_loss_classes_serialize():
         assert type(clone) is type(obj) and clone.get_config() == obj.get_config()
     loss = losses.IdentityCrossEntropy(0.0)
     assert float(loss(np.array([1]), np.array([[0.0, 0.0]], "float32"))) == pytest.approx(np.log(2), rel=1e-5)
+
+
+def test_balanced_attribute_weighting():
+    rng = np.random.default_rng(3)
+    labels = (rng.random((64, 5)) < [0.05, 0.2, 0.5, 0.7, 0.95]).astype("float32")
+    ratio = losses.attribute_positive_ratio(labels)
+    logits = rng.normal(size=labels.shape).astype("float32")
+    p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    plain = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    w = labels * 0.5 / ratio + (1 - labels) * 0.5 / (1 - ratio)
+    np.testing.assert_allclose(np.asarray(losses.weighted_attribute_bce(labels, logits, ratio, scheme="balanced")),
+                               (plain * w).mean(1), rtol=1e-5)
+    # Positives and negatives of each attribute carry equal total weight ...
+    np.testing.assert_allclose((w * labels).sum(0), (w * (1 - labels)).sum(0), rtol=1e-5)
+    # ... so a constant predictor's loss is minimised at p = 0.5 whatever the ratio
+    # (DeepMAR's weights leave a rare attribute's optimum far below 0.5).
+    def best_constant(scheme, j):
+        grid = np.linspace(-4, 4, 81).astype("float32")
+        y = labels[:, j:j + 1]
+        loss = [np.asarray(losses.weighted_attribute_bce(y, np.full_like(y, g), ratio[j:j + 1], scheme=scheme))
+                .mean() for g in grid]
+        return grid[int(np.argmin(loss))]
+
+    for j in range(labels.shape[1]):
+        assert abs(best_constant("balanced", j)) < 1e-6
+    assert best_constant("deepmar", 0) < -1.0
+    with pytest.raises(ValueError, match="scheme"):
+        losses.weighted_attribute_bce(labels, logits, ratio, scheme="nope")

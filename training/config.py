@@ -19,7 +19,7 @@ GENERATED = ("synthetic", "synthetic_pa100k")  # made on first use, no --data_di
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies training may use
-ATTRIBUTE_WEIGHTINGS = ("auto", "none", "ratio")
+ATTRIBUTE_WEIGHTINGS = ("auto", "none", "ratio", "balanced")
 
 
 class ConfigError(ValueError):
@@ -73,7 +73,7 @@ class TrainConfig:
     triplet_margin: float = 0.3
     pk: int = 0  # K images per identity in a batch (P x K sampling); 0 = random batches
     attribute_weight: float = 1.0
-    attribute_weighting: str = "auto"  # auto: positive-ratio weighted for attribute-only datasets
+    attribute_weighting: str = "auto"  # auto: DeepMAR ratio weighting for attribute-only datasets; balanced: 1/(2r)
     strategy: str = "auto"
     precision: str = "float32"  # Keras dtype policy of the model during training
     seed: int = 0

@@ -40,7 +40,9 @@ flags.DEFINE_float("triplet_margin", None, "Triplet margin.")
 flags.DEFINE_integer("pk", None, "K images per identity for P x K batches (0 = random batches).")
 flags.DEFINE_float("attribute_weight", None, "Weight of the attribute loss.")
 flags.DEFINE_enum("attribute_weighting", None, ATTRIBUTE_WEIGHTINGS,
-                  "auto: positive-ratio weighted BCE on attribute-only datasets (HP-Net), plain otherwise.")
+                  "Attribute BCE weights. ratio: DeepMAR positive-ratio weights (HP-Net); balanced: positives "
+                  "1/(2r), negatives 1/(2(1-r)) (optimises mA); none: plain; auto: ratio on attribute-only "
+                  "datasets, plain otherwise.")
 flags.DEFINE_enum("strategy", None, STRATEGIES, "tf.distribute strategy (auto: multi_worker if TF_CONFIG, "
                   "mirrored if several GPUs, else default).")
 flags.DEFINE_enum("precision", None, PRECISIONS, "Keras dtype policy for training: float32, or "
@@ -144,7 +146,8 @@ def make_loss_fn(cfg: TrainConfig, num_classes: int, num_attributes: int, positi
                 terms["triplet"] = cfg.triplet_weight * tri / len(feats)
         if num_attributes:
             terms["attr"] = cfg.attribute_weight * losses.weighted_attribute_bce(
-                labels["attributes"], outputs["attribute_logits"], positive_ratio)
+                labels["attributes"], outputs["attribute_logits"], positive_ratio,
+                scheme="balanced" if cfg.attribute_weighting == "balanced" else "deepmar")
         return {k: ops.reshape(v, (-1,)) for k, v in terms.items()}
 
     return loss_fn
@@ -208,7 +211,7 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
     weighting = cfg.attribute_weighting
     if weighting == "auto":
         weighting = "ratio" if ds.kind == "attribute" else "none"
-    if num_attributes and weighting == "ratio":
+    if num_attributes and weighting in ("ratio", "balanced"):
         import numpy as np
 
         from keras_hpnet.losses import attribute_positive_ratio

@@ -8,6 +8,14 @@ the fraction of positive training samples of an attribute, a positive label is
 weighted ``exp((1 - r) / sigma^2)`` and a negative one ``exp(r / sigma^2)``
 (sigma = 1), so rare positives count more. HAT-CNN trains its attribute network
 with the plain (unweighted) binary cross-entropy: pass ``positive_ratio=None``.
+
+``scheme="balanced"`` weights a positive ``1 / (2r)`` and a negative
+``1 / (2(1 - r))``: both classes of every attribute then carry the same total
+weight, so the loss is minimised by the posterior of a class-balanced problem
+and the 0.5 threshold maximises the expected balanced accuracy, which is
+exactly the label-based mA (Li et al. 2015) that pedestrian-attribute work
+reports. DeepMAR's exponential weights correct the imbalance at most
+``e^(1-2r)`` (< e), which leaves rare attributes mostly called negative.
 """
 
 import keras
@@ -27,7 +35,21 @@ def attribute_positive_ratio(labels, eps=1e-3):
     return np.clip(labels.mean(axis=0), eps, 1.0 - eps).astype(np.float32)
 
 
-def weighted_attribute_bce(labels, logits, positive_ratio=None, sigma=1.0):
+SCHEMES = ("deepmar", "balanced")
+
+
+def attribute_weights(labels, positive_ratio, scheme="deepmar", sigma=1.0):
+    """Per-element weights ``[N, A]`` of :func:`weighted_attribute_bce`."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r}: must be one of {', '.join(SCHEMES)}")
+    r = ops.reshape(ops.cast(ops.convert_to_tensor(positive_ratio), "float32"), (1, -1))
+    if scheme == "balanced":
+        return labels * (0.5 / r) + (1.0 - labels) * (0.5 / (1.0 - r))
+    s2 = float(sigma) ** 2
+    return labels * ops.exp((1.0 - r) / s2) + (1.0 - labels) * ops.exp(r / s2)
+
+
+def weighted_attribute_bce(labels, logits, positive_ratio=None, sigma=1.0, scheme="deepmar"):
     """Per-example attribute loss, mean over attributes.
 
     Args:
@@ -36,6 +58,8 @@ def weighted_attribute_bce(labels, logits, positive_ratio=None, sigma=1.0):
       positive_ratio: ``[A]`` positive ratios from the training set, or None
         for the unweighted binary cross-entropy.
       sigma: DeepMAR's temperature.
+      scheme: ``"deepmar"`` (exponential weights) or ``"balanced"``
+        (inverse class frequency, see the module docstring).
 
     Returns:
       float32 ``[N]``.
@@ -45,10 +69,7 @@ def weighted_attribute_bce(labels, logits, positive_ratio=None, sigma=1.0):
     # Numerically stable sigmoid cross-entropy: max(x,0) - x*y + log(1+exp(-|x|)).
     bce = ops.relu(logits) - logits * labels + ops.log1p(ops.exp(-ops.abs(logits)))
     if positive_ratio is not None:
-        r = ops.reshape(ops.cast(ops.convert_to_tensor(positive_ratio), "float32"), (1, -1))
-        s2 = float(sigma) ** 2
-        weights = labels * ops.exp((1.0 - r) / s2) + (1.0 - labels) * ops.exp(r / s2)
-        bce = bce * weights
+        bce = bce * attribute_weights(labels, positive_ratio, scheme, sigma)
     return ops.mean(bce, axis=-1)
 
 
@@ -56,13 +77,17 @@ def weighted_attribute_bce(labels, logits, positive_ratio=None, sigma=1.0):
 class WeightedAttributeBCE(keras.losses.Loss):
     """`keras.losses.Loss` form of :func:`weighted_attribute_bce`."""
 
-    def __init__(self, positive_ratio=None, sigma=1.0, name="weighted_attribute_bce", **kwargs):
+    def __init__(self, positive_ratio=None, sigma=1.0, scheme="deepmar", name="weighted_attribute_bce", **kwargs):
         super().__init__(name=name, **kwargs)
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme={scheme!r}: must be one of {', '.join(SCHEMES)}")
+        self.scheme = scheme
         self.positive_ratio = None if positive_ratio is None else [float(v) for v in np.ravel(positive_ratio)]
         self.sigma = sigma
 
     def call(self, y_true, y_pred):
-        return weighted_attribute_bce(y_true, y_pred, self.positive_ratio, self.sigma)
+        return weighted_attribute_bce(y_true, y_pred, self.positive_ratio, self.sigma, self.scheme)
 
     def get_config(self):
-        return {**super().get_config(), "positive_ratio": self.positive_ratio, "sigma": self.sigma}
+        return {**super().get_config(), "positive_ratio": self.positive_ratio, "sigma": self.sigma,
+                "scheme": self.scheme}
