@@ -223,7 +223,7 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
     from keras_hpnet.data import make_dataset
 
     keras.utils.set_random_seed(cfg.seed)
-    with strategy.scope():
+    with loop.dtype_policy(cfg.precision), strategy.scope():
         model = build_model(cfg, num_classes, num_attributes)
         optimizer = make_optimizer(cfg, steps_per_epoch)
     cfg.input_height, cfg.input_width = (int(v) for v in model.input_size)
@@ -254,7 +254,8 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
         per_replica_batch_size=per_replica, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs,
         out_dir=cfg.out_dir, checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints,
         max_steps=cfg.max_steps, verbose=verbose)
-    trainer.fit()
+    with loop.dtype_policy(cfg.precision):  # the step is traced under the training policy
+        trainer.fit()
     return trainer, ds
 
 
@@ -272,6 +273,8 @@ def finish(cfg: TrainConfig, trainer, ds, t_start, verbose=1) -> dict:
         return {}
     from keras_hpnet.fileio import atomic_path
 
+    # model.keras is float32 whatever --precision (evaluate, export and edge read it).
+    model = loop.float32_copy(model, lambda: build_model(cfg, model.num_classes, model.num_attributes))
     with atomic_path(model_path) as tmp:
         model.save(tmp)
     if not cfg.evaluate:
