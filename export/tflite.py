@@ -17,6 +17,7 @@ training images; ops the quantizer leaves in float are listed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -53,19 +54,85 @@ def output_names(model) -> list[str]:
     return ["embedding", "attributes"] if int(getattr(model, "num_attributes", 0) or 0) else ["embedding"]
 
 
-def _inference_function(model, batch_size: int):
+def _same_padding_counts(size: int, window: int, stride: int, out: int) -> np.ndarray:
+    """Window elements inside the input along one axis for TF "SAME" padding."""
+    total = max((out - 1) * stride + window - size, 0)
+    lo = total // 2
+    starts = np.arange(out) * stride - lo
+    return (np.minimum(starts + window, size) - np.maximum(starts, 0)).astype(np.float64)
+
+
+def average_pool_as_depthwise(x, pool_size, strides, padding: str):
+    """`AveragePooling2D` (NHWC, TF semantics: SAME excludes the padding) as DEPTHWISE_CONV_2D.
+
+    LiteRT's XNNPACK delegate has no int8 AVERAGE_POOL_2D: in a full-int8 model
+    each one runs on LiteRT's builtin kernel (~0.4 ms each at HA-CNN sizes) and
+    splits the XNNPACK graph. A depthwise convolution with weights `1/(kh*kw)`
+    (exact in int8: one value per channel) gives the interior; with SAME padding
+    the border pixels, whose windows hold fewer inputs, are rescaled by
+    `y + y * c` with a constant map `c = kh*kw/count - 1` (zero inside, so the
+    interior stays exact after quantization). Equal to the pooling in float.
+    """
+    import tensorflow as tf
+
+    kh, kw = (int(v) for v in pool_size)
+    sh, sw = (int(v) for v in strides)
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    if h is None or w is None or c is None:
+        raise ExportError(f"average pooling needs a static input shape to export, got {x.shape}")
+    kernel = tf.constant(np.full((kh, kw, int(c), 1), 1.0 / (kh * kw), np.float32), x.dtype)
+    y = tf.nn.depthwise_conv2d(x, kernel, (1, sh, sw, 1), padding.upper())
+    if padding.upper() == "SAME":
+        counts = np.outer(_same_padding_counts(h, kh, sh, y.shape[1]), _same_padding_counts(w, kw, sw, y.shape[2]))
+        corr = (kh * kw) / counts - 1.0
+        if np.any(corr):
+            y = y + y * tf.constant(corr[None, :, :, None], x.dtype)
+    return y
+
+
+@contextlib.contextmanager
+def xnnpack_int8_lowering():
+    """While tracing for an int8 export: average pooling runs as `average_pool_as_depthwise`.
+
+    Only `keras.layers.AveragePooling2D` with channels-last data (the models'
+    Inception blocks) is rewritten; the model and its weights are untouched.
+    """
+    import keras
+
+    cls = keras.layers.AveragePooling2D
+    own = "call" in vars(cls)
+    original = cls.call
+
+    def call(self, inputs):
+        if getattr(self, "data_format", "channels_last") != "channels_last" or len(inputs.shape) != 4:
+            return original(self, inputs)
+        return average_pool_as_depthwise(inputs, self.pool_size, self.strides, self.padding)
+
+    cls.call = call
+    try:
+        yield
+    finally:
+        if own:
+            cls.call = original
+        else:
+            del cls.call
+
+
+def _inference_function(model, batch_size: int, lower_for_int8: bool = False):
     """The model's inference outputs as a frozen concrete function (cached per model).
 
     Outputs in `output_names(model)` order. Freezing here and converting the
     frozen graph is ~3x faster than handing the converter the live model
     (which saves a temporary SavedModel per conversion), and leaves no
-    VAR_HANDLE/READ_VARIABLE ops behind.
+    VAR_HANDLE/READ_VARIABLE ops behind. `lower_for_int8`: traced under
+    `xnnpack_int8_lowering` (average pooling as depthwise convolution).
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     cache = _FROZEN.setdefault(model, {})
-    if batch_size not in cache:
+    key = (batch_size, bool(lower_for_int8))
+    if key not in cache:
         h, w = (int(v) for v in model.input_size)
         names = output_names(model)
 
@@ -74,8 +141,9 @@ def _inference_function(model, batch_size: int):
             out = model(image, training=False)
             return tuple(out[k] for k in names)
 
-        cache[batch_size] = convert_variables_to_constants_v2(serve.get_concrete_function())
-    return cache[batch_size]
+        with xnnpack_int8_lowering() if lower_for_int8 else contextlib.nullcontext():
+            cache[key] = convert_variables_to_constants_v2(serve.get_concrete_function())
+    return cache[key]
 
 
 def _flex_ops_from_error(message: str) -> list[str]:
@@ -106,7 +174,7 @@ def convert(model, quantization: str, *, io_type: str = "float32", representativ
         raise ExportError(f"io_type {io_type!r}: choose one of {', '.join(IO_TYPES)}")
     if quantization != "int8" and io_type != "float32":
         raise ExportError(f"io_type {io_type} needs --quantization int8 ({quantization} models take float32 input)")
-    fn = _inference_function(model, batch_size)
+    fn = _inference_function(model, batch_size, lower_for_int8=quantization == "int8")
     with warnings.catch_warnings():  # "provide trackable_obj": not needed for a frozen graph
         warnings.simplefilter("ignore")
         logging.getLogger("absl").setLevel(logging.ERROR)
