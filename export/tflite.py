@@ -157,7 +157,7 @@ def _flex_ops_from_error(message: str) -> list[str]:
 
 
 def convert(model, quantization: str, *, io_type: str = "float32", representative_images=None,
-            batch_size: int = 1) -> bytes:
+            batch_size: int = 1, report: dict | None = None) -> bytes:
     """Convert a keras_hpnet model (inference outputs) to a TFLite flatbuffer.
 
     quantization: float32 | float16 (float16 weights) | dynamic (int8 weights,
@@ -165,6 +165,8 @@ def convert(model, quantization: str, *, io_type: str = "float32", representativ
     uint8 [N, H, W, 3]). io_type: the int8 model's input/output tensor type
     (float32, uint8 or int8); the other variants take float32 only.
     Raises ExportError naming any op that is not a builtin TFLite op.
+    `report` (int8), if given, receives `constant_activations`: the tensors
+    whose calibrated range was degenerate (see `widen_degenerate_ranges`).
     """
     import tensorflow as tf
 
@@ -204,7 +206,17 @@ def convert(model, quantization: str, *, io_type: str = "float32", representativ
             converter.inference_input_type = getattr(tf, io_type)
             converter.inference_output_type = getattr(tf, io_type)
     try:
-        flatbuffer = converter.convert()
+        if quantization == "int8":
+            # The converter's own two steps (calibrate, then quantize with the
+            # MLIR quantizer, as `converter.convert()` does), with the
+            # calibrated ranges repaired in between.
+            converter._experimental_calibrate_only = True
+            calibrated, constant = widen_degenerate_ranges(converter.convert())
+            if report is not None:
+                report["constant_activations"] = constant
+            flatbuffer = _quantize_calibrated(calibrated, getattr(tf, io_type))
+        else:
+            flatbuffer = converter.convert()
     except Exception as e:  # ConverterError and friends; name the ops when we can
         msg = str(e)
         flex = _flex_ops_from_error(msg)
@@ -219,6 +231,50 @@ def convert(model, quantization: str, *, io_type: str = "float32", representativ
     ops = inspect_ops(flatbuffer)
     check_builtin(ops)
     return flatbuffer
+
+
+# Calibrated activation ranges narrower than this (max |value| over the whole
+# calibration set) are treated as "constant zero".
+DEGENERATE_RANGE = 1e-5
+
+
+def widen_degenerate_ranges(calibrated: bytes) -> tuple[bytes, list[str]]:
+    """Give activations that were constant zero during calibration the range [0, 1] ([-1, 1] if negative).
+
+    Such tensors occur in real networks: a one-channel ReLU that is dead for
+    every calibration image (HA-CNN's spatial attention with untrained or
+    unlucky weights), a hard-attention regressor whose kernel is still zero.
+    Quantized as calibrated they get a scale of ~1e-8: the int32 bias of the
+    convolution that reads them saturates (the untrained HA-CNN's int8
+    embedding had cosine 0.35 to float) and XNNPACK refuses the whole graph
+    (scale ratios out of its range). Any range containing zero represents
+    them exactly, so a normal one is given; consumers then quantize sensibly.
+    Returns the repaired calibrated model and the names of the tensors changed.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    changed = []
+    for graph in model.subgraphs:
+        for t in graph.tensors:
+            q = t.quantization
+            if q is None or q.min is None or q.max is None or len(q.min) != 1 or len(q.max) != 1:
+                continue
+            lo, hi = float(q.min[0]), float(q.max[0])
+            if max(abs(lo), abs(hi)) < DEGENERATE_RANGE:
+                q.min, q.max = [-1.0 if lo < 0 else 0.0], [1.0]
+                changed.append(t.name.decode() if isinstance(t.name, bytes) else str(t.name))
+    if not changed:
+        return calibrated, []
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), changed
+
+
+def _quantize_calibrated(calibrated: bytes, io_dtype) -> bytes:
+    """Full-integer quantization of a calibrated model, as TFLiteConverter does it after calibration."""
+    from tensorflow.lite.python import convert as tfl_convert
+
+    quantized = tfl_convert.mlir_quantize(calibrated, False, input_data_type=io_dtype, output_data_type=io_dtype)
+    return tfl_convert.deduplicate_readonly_buffers(quantized)
 
 
 # --------------------------------------------------------------------------
@@ -524,13 +580,16 @@ class Exported:
     metadata_path: str
     size_bytes: int
     ops: list[OpInfo]
+    constant_activations: list[str] = dataclasses.field(default_factory=list)  # int8: see widen_degenerate_ranges
 
 
 def export_model(model, metadata: ModelMetadata, quantization: str, out_path: str, *, io_type: str = "float32",
                  representative_images=None, verbose: bool = True) -> Exported:
     """Convert, check ops, write `out_path` and its sidecar atomically."""
     t0 = time.time()
-    flatbuffer = convert(model, quantization, io_type=io_type, representative_images=representative_images)
+    notes: dict = {}
+    flatbuffer = convert(model, quantization, io_type=io_type, representative_images=representative_images,
+                         report=notes)
     ops = inspect_ops(flatbuffer)
     md = dataclasses.replace(metadata, quantization=quantization,
                              input_dtype=io_type if quantization == "int8" else "float32",
@@ -543,7 +602,13 @@ def export_model(model, metadata: ModelMetadata, quantization: str, out_path: st
     if verbose:
         print(f"\n{quantization}: {out_path} ({len(flatbuffer) / 1e6:.2f} MB, {time.time() - t0:.1f} s)")
         print(op_summary(ops))
-    return Exported(quantization, out_path, meta_path, len(flatbuffer), ops)
+        constant = notes.get("constant_activations") or []
+        if constant:
+            print(f"{len(constant)} activation(s) were zero for every calibration image (dead ReLU or zero "
+                  f"weights; quantized with the range [0, 1]): {', '.join(n.split(';')[0] for n in constant[:3])}"
+                  + (", ..." if len(constant) > 3 else ""))
+    return Exported(quantization, out_path, meta_path, len(flatbuffer), ops,
+                    list(notes.get("constant_activations") or []))
 
 
 def export_run(run_dir: str, quantizations, *, io_type: str | None = None, out: str | None = None,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def exported(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(SMALL))
 def test_every_quantization_converts_builtin_only(exported, name):
-    from edge.runtime import EdgeModel
+    from edge.runtime import EdgeModel, delegation
 
     files, probe, ref, num_attributes = exported[name]
     for q, e in files.items():
@@ -54,7 +55,16 @@ def test_every_quantization_converts_builtin_only(exported, name):
         assert not any(o.name.startswith("Flex") for o in e.ops)
         md = ModelMetadata.load(e.metadata_path)
         assert md.quantization == q and md.model_name == name
-        out = EdgeModel(e.path, num_threads=1).run(probe)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            edge_model = EdgeModel(e.path, num_threads=1)
+        # XNNPACK takes every variant (no fallback to builtin kernels), in a few pieces.
+        assert not [str(w.message) for w in caught if "XNNPACK" in str(w.message)], q
+        placed = delegation(edge_model.interpreter)
+        assert 1 <= placed["partitions"] <= 4, (q, placed)
+        assert not {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MEAN", "MUL",
+                    "CONCATENATION"} & set(placed["builtin"]), (q, placed)
+        out = edge_model.run(probe)
         assert out["embedding"].shape == ref["embedding"].shape
         cos = tflite.cosine(ref["embedding"], out["embedding"])
         assert cos.min() >= MIN_COSINE[q], (q, cos)
@@ -64,6 +74,10 @@ def test_every_quantization_converts_builtin_only(exported, name):
     # int8: integer kernels for the convolutions; uint8 input takes raw pixels.
     int8 = files["int8"]
     assert not any(o.float_compute for o in int8.ops if o.name in ("CONV_2D", "FULLY_CONNECTED"))
+    # Untrained HA-CNN / HAT-CNN: the hard-attention regressor's kernel starts at zero, so its
+    # activations are zero on every calibration image; they get a usable range (not ~1e-8).
+    assert bool(int8.constant_activations) == (name in ("hacnn", "hatcnn")), int8.constant_activations
+    assert all(not e.constant_activations for q, e in files.items() if q != "int8")
     # Average pooling is lowered to a depthwise convolution (XNNPACK has no int8 AVERAGE_POOL_2D).
     assert "AVERAGE_POOL_2D" not in {o.name for o in int8.ops}
     if name != "mnet":  # Inception blocks with a 3x3 average-pool stream
@@ -108,6 +122,34 @@ def test_average_pool_lowering_equals_keras(shape, pool, strides, padding):
     assert "call" not in vars(keras.layers.AveragePooling2D)  # the class is restored
     if (pool, strides, padding) == (3, 1, "same"):  # a corner averages its 2x2 in-map window
         np.testing.assert_allclose(got[0, 0, 0], x[0, :2, :2].mean((0, 1)), rtol=1e-5)
+
+
+def test_widen_degenerate_ranges_only_touches_constant_zero_tensors():
+    from ai_edge_litert.tools import flatbuffer_utils
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4, 4, 2], tf.float32)])
+    def f(x):
+        dead = tf.nn.relu(-tf.abs(x) - 1.0)        # zero for every input
+        return tf.nn.relu(x) + tf.reduce_sum(dead, axis=-1, keepdims=True)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([np.random.default_rng(i).normal(size=(1, 4, 4, 2)).astype(np.float32)]
+                                                for i in range(8))
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    fixed, changed = tflite.widen_degenerate_ranges(calibrated)
+    assert changed, "the dead ReLU output should be reported"
+    ranges = {}
+    for t in flatbuffer_utils.convert_bytearray_to_object(fixed).subgraphs[0].tensors:
+        if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1:
+            ranges[t.name.decode()] = (float(t.quantization.min[0]), float(t.quantization.max[0]))
+    for name in changed:
+        assert ranges[name] == (0.0, 1.0), name
+    live = [r for n, r in ranges.items() if n not in changed]
+    assert live and all(hi - lo > 0.5 for lo, hi in live)  # the other ranges are left as calibrated
+    assert tflite.widen_degenerate_ranges(fixed) == (fixed, [])
 
 
 def test_flex_op_fails_with_its_name(tmp_path):
