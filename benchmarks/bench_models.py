@@ -3,11 +3,14 @@
     python benchmarks/bench_models.py                 # all four models
     python benchmarks/bench_models.py --models=hacnn --steps=5
     python benchmarks/bench_models.py --models=hacnn,hatcnn --policy=mixed_bfloat16
+    python benchmarks/bench_models.py --models=hacnn --train_only --jit_compile
 
 Prints, per model: parameters (with / without classifiers), FLOPs per image
 (multiply and add counted separately, TF profiler on the frozen inference graph),
 training images/s at batch 32 (forward + backward + SGD step, graph mode), inference
-batch-1 latency (ms) and batch-64 images/s (graph mode).
+batch-1 latency (ms) and batch-64 images/s (graph mode). Training is also given as
+process CPU seconds per step, which other jobs on a shared machine disturb less
+than wall time (compare runs by it; the load average is printed).
 """
 
 import os
@@ -33,6 +36,8 @@ flags.DEFINE_integer("batch_size", 32, "training batch size")
 flags.DEFINE_integer("steps", 5, "timed training steps (after one warm-up step)")
 flags.DEFINE_integer("repeats", 20, "timed batch-1 inference calls")
 flags.DEFINE_string("policy", "float32", "Keras dtype policy, e.g. mixed_bfloat16 (AMX-BF16 CPUs)")
+flags.DEFINE_boolean("jit_compile", False, "XLA-compile the training step")
+flags.DEFINE_boolean("train_only", False, "skip FLOPs and inference (faster)")
 
 
 def count_flops(model):
@@ -50,7 +55,7 @@ def classifier_params(model):
     return sum(getattr(model, n).count_params() for n in names if hasattr(model, n))
 
 
-def train_speed(model, batch, steps):
+def train_speed(model, batch, steps, jit_compile=False):
     h, w = model.input_size
     opt = keras.optimizers.SGD(0.01, momentum=0.9)
     x = tf.random.uniform((batch, h, w, 3), 0, 255)
@@ -58,7 +63,7 @@ def train_speed(model, batch, steps):
     attrs = tf.cast(tf.random.uniform((batch, max(model.num_attributes, 1))) > 0.5, tf.float32)
     variables = model.trainable_variables
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def step():
         with tf.GradientTape() as tape:
             out = model(x, training=True)
@@ -76,10 +81,10 @@ def train_speed(model, batch, steps):
     t0 = time.perf_counter()
     step().numpy()
     first = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step().numpy()
-    return batch * steps / (time.perf_counter() - t0), first
+    return batch * steps / (time.perf_counter() - t0), first, (time.process_time() - c0) / steps
 
 
 def inference_speed(model, repeats):
@@ -109,19 +114,22 @@ def main(argv):
             name, num_classes=FLAGS.num_classes,
             num_attributes=0 if name == "hacnn" else FLAGS.num_attributes)
         params = model.count_params()
-        flops = count_flops(model)
-        latency, throughput = inference_speed(model, FLAGS.repeats)
-        train, first = train_speed(model, FLAGS.batch_size, FLAGS.steps)
+        flops = latency = throughput = float("nan")
+        if not FLAGS.train_only:
+            flops = count_flops(model)
+            latency, throughput = inference_speed(model, FLAGS.repeats)
+        train, first, cpu = train_speed(model, FLAGS.batch_size, FLAGS.steps, FLAGS.jit_compile)
         rows.append((name, "x".join(map(str, model.input_size)), params,
-                     params - classifier_params(model), flops, train, first, latency, throughput))
+                     params - classifier_params(model), flops, train, cpu, first, latency, throughput))
         print(f"{name}: done", flush=True)
-    head = ("model", "input", "params", "params w/o cls", "GFLOPs", "train img/s (b32)",
-            "1st step s", "infer b1 ms", "infer b64 img/s")
-    print(f"policy {FLAGS.policy}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    head = ("model", "input", "params", "params w/o cls", "GFLOPs", f"train img/s (b{FLAGS.batch_size})",
+            "train CPU s/step", "1st step s", "infer b1 ms", "infer b64 img/s")
+    print(f"policy {FLAGS.policy}, jit_compile {FLAGS.jit_compile}, load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for n, size, p, p0, f, tr, first, lat, thr in rows:
-        print(f"| {n} | {size} | {p / 1e6:.2f}M | {p0 / 1e6:.2f}M | {f / 1e9:.2f} | {tr:.1f} | "
+    for n, size, p, p0, f, tr, cpu, first, lat, thr in rows:
+        print(f"| {n} | {size} | {p / 1e6:.2f}M | {p0 / 1e6:.2f}M | {f / 1e9:.2f} | {tr:.1f} | {cpu:.2f} | "
               f"{first:.0f} | {lat:.1f} | {thr:.1f} |")
 
 
