@@ -5,9 +5,11 @@
     python benchmarks/bench_edge.py --run_dir runs/hacnn  # a trained run (its own calibration images)
 
 Targets (issue 6): int8 latency <= 1/3 of the SavedModel's, int8 size <= float / 3.5.
-Untrained weights can leave an activation constant during calibration; XNNPACK
-then refuses the int8 graph and LiteRT's builtin kernels run it (column
-`kernels`), which is slower: benchmark a trained run for the deployment figure.
+The formats are timed in turns (10 rounds, round-robin) so that the load of a
+shared machine hits all of them alike: compare the ratios, not absolute times.
+Column `kernels`: `xnn D/N pK` = D of the N TFLite ops run by XNNPACK in K
+partitions (edge.runtime.delegation); `builtin` = XNNPACK refused the model and
+LiteRT's reference kernels run it.
 """
 
 from __future__ import annotations
@@ -26,15 +28,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _percentiles(fn, runs, warmup):
-    for _ in range(warmup):
-        fn()
-    t = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        t[i] = time.perf_counter() - t0
-    return np.percentile(t * 1e3, [50, 90])
+def _interleaved(fns: dict, runs: int, warmup: int, rounds: int = 10) -> dict:
+    """p50/p90 ms of each callable, measured in turns (round-robin) so load changes hit all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    per_round = max(1, runs // rounds)
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    return {k: tuple(np.percentile(np.array(v) * 1e3, [50, 90])) for k, v in times.items()}
 
 
 def _dir_size(path):
@@ -42,37 +49,46 @@ def _dir_size(path):
 
 
 def bench_model(name, model, metadata, calib, args, work):
+    """Rows (format, size bytes, p50 ms, p90 ms, kernels) for one model."""
     import tensorflow as tf
 
-    from edge import benchmark as edge_bench
+    from edge.runtime import delegation, make_interpreter
     from export import tflite
 
     h, w = model.input_size
     x = np.random.default_rng(0).integers(0, 256, (1, h, w, 3)).astype(np.float32)
-    rows = []
+    fns, sizes, kernels = {}, {}, {}
     keras_path = os.path.join(work, f"{name}.keras")
     model.save(keras_path)
     fn = tf.function(lambda t: model(t, training=False))
-    p50, p90 = _percentiles(lambda: fn(x), args.runs, args.warmup)
-    rows.append(("keras (tf.function)", os.path.getsize(keras_path), p50, p90, "tf"))
+    fn(x)  # traced (and the model called once, which model.export needs)
+    fns["keras (tf.function)"] = lambda: fn(x)
+    sizes["keras (tf.function)"], kernels["keras (tf.function)"] = os.path.getsize(keras_path), "tf"
     sm_dir = os.path.join(work, f"{name}_savedmodel")
     model.export(sm_dir, verbose=False)
-    loaded = tf.saved_model.load(sm_dir)
-    serve = loaded.signatures["serving_default"]
+    serve = tf.saved_model.load(sm_dir).signatures["serving_default"]
     arg = list(serve.structured_input_signature[1])[0]
     xt = tf.constant(x)
-    p50, p90 = _percentiles(lambda: serve(**{arg: xt}), args.runs, args.warmup)
-    rows.append(("savedmodel", _dir_size(sm_dir), p50, p90, "tf"))
+    fns["savedmodel"] = lambda: serve(**{arg: xt})
+    sizes["savedmodel"], kernels["savedmodel"] = _dir_size(sm_dir), "tf"
     for q in tflite.QUANTIZATIONS:
         path = os.path.join(work, f"{name}_{q}.tflite")
         tflite.export_model(model, metadata, q, path, io_type="uint8" if q == "int8" else "float32",
                             representative_images=calib, verbose=False)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            r = edge_bench.measure(path, args.threads, args.runs, args.warmup)
-        kernels = "builtin" if any("XNNPACK" in str(c.message) for c in caught) else "xnnpack"
-        rows.append((f"tflite {q}", os.path.getsize(path), r["p50_ms"], r["p90_ms"], kernels))
-    return rows
+            it = make_interpreter(path, args.threads)
+        if any("XNNPACK" in str(c.message) for c in caught):
+            kern = "builtin"
+        else:
+            d = delegation(it)
+            kern = f"xnn {d['delegated']}/{d['ops']} p{d['partitions']}"
+        det = it.get_input_details()[0]
+        it.set_tensor(det["index"], x.astype(det["dtype"]))
+        fmt = f"tflite {q}"
+        fns[fmt], sizes[fmt], kernels[fmt] = it.invoke, os.path.getsize(path), kern
+    timed = _interleaved(fns, args.runs, args.warmup)
+    return [(fmt, sizes[fmt], timed[fmt][0], timed[fmt][1], kernels[fmt]) for fmt in fns]
 
 
 def main(argv=None):
@@ -80,7 +96,7 @@ def main(argv=None):
     p.add_argument("--models", default="hacnn,hatcnn,mnet,hpnet")
     p.add_argument("--run_dir", default=None, help="benchmark this trained run instead of untrained models")
     p.add_argument("--threads", type=int, default=2, help="LiteRT threads")
-    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--runs", type=int, default=100, help="timed runs per format (in 10 interleaved rounds)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--num_calibration", type=int, default=32)
     args = p.parse_args(argv)
@@ -107,17 +123,19 @@ def main(argv=None):
                 md = ModelMetadata(name, h, w, model.embedding_dim, [f"a{i}" for i in range(na)])
                 calib = np.random.default_rng(1).integers(0, 256, (args.num_calibration, h, w, 3)).astype(np.uint8)
                 jobs.append((name, model, md, calib))
-        print(f"batch 1, {args.runs} runs, LiteRT threads {args.threads}, {os.cpu_count()} CPUs")
-        print(f"{'model':<8} {'format':<20} {'size MB':>8} {'p50 ms':>8} {'p90 ms':>8} {'kernels':>8}")
+        print(f"batch 1, {args.runs} runs per format (interleaved), LiteRT threads {args.threads}, "
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        print(f"{'model':<8} {'format':<20} {'size MB':>8} {'p50 ms':>8} {'p90 ms':>8}  kernels")
         for name, model, md, calib in jobs:
             rows = bench_model(name, model, md, calib, args, work)
             for fmt, size, p50, p90, kern in rows:
-                print(f"{name:<8} {fmt:<20} {size / 1e6:>8.2f} {p50:>8.2f} {p90:>8.2f} {kern:>8}", flush=True)
+                print(f"{name:<8} {fmt:<20} {size / 1e6:>8.2f} {p50:>8.2f} {p90:>8.2f}  {kern}", flush=True)
             by = {r[0]: r for r in rows}
             sm, f32, i8 = by["savedmodel"], by["tflite float32"], by["tflite int8"]
             print(f"{name:<8} targets: int8 latency / SavedModel = {i8[2] / sm[2]:.2f} (<= 0.33 "
                   f"{'met' if i8[2] <= sm[2] / 3 else 'NOT met'}), float / int8 size = {f32[1] / i8[1]:.2f} "
-                  f"(>= 3.5 {'met' if f32[1] / i8[1] >= 3.5 else 'NOT met'})", flush=True)
+                  f"(>= 3.5 {'met' if f32[1] / i8[1] >= 3.5 else 'NOT met'}); load average {os.getloadavg()[0]:.1f}",
+                  flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

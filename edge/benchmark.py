@@ -2,7 +2,9 @@
 
     python -m edge.benchmark --model hacnn_int8.tflite --max_threads 4
 
-Prints p50 / p90 / p99 latency and images/s for 1..N threads.
+Prints which ops XNNPACK runs (the rest run on LiteRT's builtin kernels, and
+each switch splits the graph into partitions), then p50 / p90 / p99 latency
+and images/s for 1..N threads.
 """
 
 from __future__ import annotations
@@ -43,6 +45,21 @@ def measure(model_path: str, num_threads: int | None, runs: int = 100, warmup: i
             "images_per_s": float(shape[0] / times.mean())}
 
 
+def placement(model_path: str) -> str:
+    """Where the ops run with the default XNNPACK delegate (edge.runtime.delegation), one line."""
+    import warnings
+
+    from edge.runtime import delegation, delegation_summary, make_interpreter
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        it = make_interpreter(model_path, 1)
+    refused = [str(c.message) for c in caught if "XNNPACK" in str(c.message)]
+    if refused:
+        return "refused the model; LiteRT's builtin kernels run all of it (slower)"
+    return delegation_summary(delegation(it))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m edge.benchmark", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help=".tflite file")
@@ -57,6 +74,8 @@ def main(argv=None) -> int:
     try:
         size = os.path.getsize(args.model)
         print(f"{args.model} ({size / 1e6:.2f} MB), delegate {args.delegate}, {args.runs} runs")
+        if args.delegate == "xnnpack":
+            print("XNNPACK: " + placement(args.model))
         print(f"{'threads':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'img/s':>8}")
         for n in range(1, max(1, args.max_threads) + 1):
             r = measure(args.model, n, args.runs, args.warmup, args.delegate)

@@ -230,4 +230,20 @@ def test_benchmark_measures(models, capsys):
     assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["images_per_s"] > 0
     assert benchmark.main(["--model", paths["int8"], "--max_threads", "2", "--runs", "5"]) == 0
     out = capsys.readouterr().out
-    assert out.count("\n") >= 4 and "p99 ms" in out
+    assert out.count("\n") >= 5 and "p99 ms" in out
+    # The tiny int8 model: XNNPACK takes everything but the uint8<->int8 boundary QUANTIZE ops.
+    line = next(ln for ln in out.splitlines() if ln.startswith("XNNPACK: "))
+    assert " in 1 partition(s)" in line and "CONV_2D" not in line, line
+
+
+def test_delegation_report(models):
+    from edge.runtime import delegation, make_interpreter
+
+    paths, _, _ = models
+    for q in ("float32", "int8"):
+        d = delegation(make_interpreter(paths[q], 1))
+        assert d["partitions"] == 1 and 0 < d["delegated"] <= d["ops"], (q, d)
+        assert d["delegated"] + sum(d["builtin"].values()) == d["ops"]
+        assert set(d["builtin"]) <= {"QUANTIZE", "DEQUANTIZE"}, d  # only io conversions stay outside
+    none = delegation(make_interpreter(paths["int8"], 1, "none"))
+    assert none["partitions"] == 0 and none["delegated"] == 0 and sum(none["builtin"].values()) == none["ops"]
