@@ -80,3 +80,21 @@ def test_cli_bad_dataset_directory_is_named(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert str(data) in proc.stderr and "Traceback" not in proc.stderr
     assert not (out / "config.json").exists() and not (out / "model.keras").exists()
+
+
+def test_precision_auto_follows_the_cpu(tmp_path, monkeypatch):
+    from training import config
+
+    with_amx = tmp_path / "amx"
+    with_amx.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
+    without = tmp_path / "plain"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
+    assert config.cpu_has_native_bfloat16(str(with_amx))
+    assert not config.cpu_has_native_bfloat16(str(without))
+    assert not config.cpu_has_native_bfloat16(str(tmp_path / "missing"))
+    for has, expected in ((True, "mixed_bfloat16"), (False, "float32")):
+        monkeypatch.setattr(config, "cpu_has_native_bfloat16", lambda has=has: has)
+        cfg = config.resolve_config({"dataset": "synthetic"})
+        assert cfg.precision == expected
+        assert config.resolve_config({"dataset": "synthetic", "precision": "float32"}).precision == "float32"
+        assert config.resolve_config({"dataset": "market1501"}).precision == "float32"  # paper recipe

@@ -17,7 +17,7 @@ import time
 
 from absl import app, flags
 
-from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, PRECISIONS, STRATEGIES,
+from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, PRECISION_CHOICES, STRATEGIES,
                              ConfigError, TrainConfig, resolve_config, validate_config)
 
 FLAGS = flags.FLAGS
@@ -45,8 +45,9 @@ flags.DEFINE_enum("attribute_weighting", None, ATTRIBUTE_WEIGHTINGS,
                   "datasets, plain otherwise.")
 flags.DEFINE_enum("strategy", None, STRATEGIES, "tf.distribute strategy (auto: multi_worker if TF_CONFIG, "
                   "mirrored if several GPUs, else default).")
-flags.DEFINE_enum("precision", None, PRECISIONS, "Keras dtype policy for training: float32, or "
-                  "mixed_bfloat16 (bf16 compute, float32 weights; fast on AMX/AVX512-BF16 CPUs and TPUs).")
+flags.DEFINE_enum("precision", None, PRECISION_CHOICES, "Keras dtype policy for training: float32, "
+                  "mixed_bfloat16 (bf16 compute, float32 weights; fast on AMX/AVX512-BF16 CPUs and TPUs), or "
+                  "auto (mixed_bfloat16 where the CPU has native bf16, else float32; synthetic preset).")
 flags.DEFINE_integer("seed", None, "Random seed (weights, data order, augmentation).")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints (also at every epoch end).")
 flags.DEFINE_integer("keep_checkpoints", None, "Checkpoints kept.")
