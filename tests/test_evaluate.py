@@ -314,7 +314,7 @@ def test_cli_subprocess_and_errors(tmp_path):
     def cli(*args):
         return subprocess.run([sys.executable, "-c",
                                "import test_evaluate, sys; from absl import app; from training import evaluate; "
-                               "sys.argv[0] = 'evaluate'; app.run(evaluate.main)", *args],
+                               "sys.argv[0] = 'evaluate'; evaluate.define_flags(); app.run(evaluate.main)", *args],
                               capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 
     ok = cli(f"--run_dir={run_dir}", f"--out={tmp_path / 'o'}", "--nopictures")
@@ -454,3 +454,11 @@ def test_attention_rows_for_hacnn_and_hpnet_outputs():
                                           "MDA3: 8 attention maps (5x2)"]
     np.testing.assert_array_equal(rows[2]["maps"][7], hpnet["mda3"][0, ..., 7])
     assert evaluate_cli.attention_rows({}, 0) == []
+
+
+def test_fit_and_evaluate_import_together():
+    # Both modules' library functions are used side by side (tests, notebooks): importing
+    # them in one process must not clash over flag names (--dataset, --data_dir, ...).
+    proc = subprocess.run([sys.executable, "-c", "import training.fit, training.evaluate; print('ok')"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr

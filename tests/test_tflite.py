@@ -76,7 +76,10 @@ def test_every_quantization_converts_builtin_only(exported, name):
     assert not any(o.float_compute for o in int8.ops if o.name in ("CONV_2D", "FULLY_CONNECTED"))
     # Untrained HA-CNN / HAT-CNN: the hard-attention regressor's kernel starts at zero, so its
     # activations are zero on every calibration image; they get a usable range (not ~1e-8).
-    assert bool(int8.constant_activations) == (name in ("hacnn", "hatcnn")), int8.constant_activations
+    # (Other untrained nets may have dead ReLU maps too, depending on the random init; the
+    # cosine check above guards their int8 output either way.)
+    if name in ("hacnn", "hatcnn"):
+        assert int8.constant_activations
     assert all(not e.constant_activations for q, e in files.items() if q != "int8")
     # Average pooling is lowered to a depthwise convolution (XNNPACK has no int8 AVERAGE_POOL_2D).
     assert "AVERAGE_POOL_2D" not in {o.name for o in int8.ops}

@@ -33,17 +33,25 @@ from absl import app, flags
 from keras_hpnet import runs
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Training run directory (holds config.json and model.keras).")
-flags.DEFINE_string("dataset", None, "Evaluate on this dataset instead of the run's.")
-flags.DEFINE_string("data_dir", None, "Root of --dataset (default: the run's data_dir when the dataset is the run's).")
-flags.DEFINE_boolean("rerank", False, "Also report k-reciprocal re-ranked re-id metrics (*_rerank).")
-flags.DEFINE_string("out", None, "Output directory (default: RUN_DIR/eval).")
-flags.DEFINE_integer("batch_size", 64, "Inference batch size.")
-flags.DEFINE_boolean("pictures", True, "Write the pictures (ranked lists, attention, attribute chart).")
-flags.DEFINE_integer("num_queries", 8, "Queries shown in ranked-list pictures.")
-flags.DEFINE_integer("queries_per_picture", 4, "Queries per ranked-list picture.")
-flags.DEFINE_integer("top_k", 10, "Gallery images shown per query.")
-flags.DEFINE_integer("num_attention", 3, "Images with attention overlays.")
+
+
+def define_flags():
+    """The CLI's flags, defined when it runs (not on import): the library
+    functions here (`run`, ...) are imported next to `training.fit`, whose
+    flags share names (--dataset, --data_dir, --batch_size)."""
+    flags.DEFINE_string("run_dir", None, "Training run directory (holds config.json and model.keras).")
+    flags.DEFINE_string("dataset", None, "Evaluate on this dataset instead of the run's.")
+    flags.DEFINE_string("data_dir", None,
+                        "Root of --dataset (default: the run's data_dir when the dataset is the run's).")
+    flags.DEFINE_boolean("rerank", False, "Also report k-reciprocal re-ranked re-id metrics (*_rerank).")
+    flags.DEFINE_string("out", None, "Output directory (default: RUN_DIR/eval).")
+    flags.DEFINE_integer("batch_size", 64, "Inference batch size.")
+    flags.DEFINE_boolean("pictures", True, "Write the pictures (ranked lists, attention, attribute chart).")
+    flags.DEFINE_integer("num_queries", 8, "Queries shown in ranked-list pictures.")
+    flags.DEFINE_integer("queries_per_picture", 4, "Queries per ranked-list picture.")
+    flags.DEFINE_integer("top_k", 10, "Gallery images shown per query.")
+    flags.DEFINE_integer("num_attention", 3, "Images with attention overlays.")
+
 
 REQUIRED_CONFIG_KEYS = ("model", "dataset")  # besides keras_hpnet.runs.REQUIRED_CONFIG_KEYS
 # The pictures this command writes (earlier ones in --out are replaced, nothing else is touched).
@@ -338,4 +346,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
