@@ -599,16 +599,15 @@ def export_model(model, metadata: ModelMetadata, quantization: str, out_path: st
     write_bytes_atomic(out_path, flatbuffer)
     meta_path = os.path.splitext(out_path)[0] + ".json"
     md.save(meta_path)
+    constant = list(notes.get("constant_activations") or [])
     if verbose:
         print(f"\n{quantization}: {out_path} ({len(flatbuffer) / 1e6:.2f} MB, {time.time() - t0:.1f} s)")
         print(op_summary(ops))
-        constant = notes.get("constant_activations") or []
         if constant:
             print(f"{len(constant)} activation(s) were zero for every calibration image (dead ReLU or zero "
                   f"weights; quantized with the range [0, 1]): {', '.join(n.split(';')[0] for n in constant[:3])}"
                   + (", ..." if len(constant) > 3 else ""))
-    return Exported(quantization, out_path, meta_path, len(flatbuffer), ops,
-                    list(notes.get("constant_activations") or []))
+    return Exported(quantization, out_path, meta_path, len(flatbuffer), ops, constant)
 
 
 def export_run(run_dir: str, quantizations, *, io_type: str | None = None, out: str | None = None,

@@ -20,6 +20,7 @@ STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies training may use
 PRECISION_CHOICES = ("auto",) + PRECISIONS  # auto: bf16 where the CPU computes it natively
+ATTRIBUTE_WEIGHTINGS = ("auto", "none", "ratio", "balanced")
 
 
 def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
@@ -34,7 +35,6 @@ def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
     except OSError:
         pass
     return False
-ATTRIBUTE_WEIGHTINGS = ("auto", "none", "ratio", "balanced")
 
 
 class ConfigError(ValueError):

@@ -17,8 +17,8 @@ import time
 
 from absl import app, flags
 
-from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, PRECISION_CHOICES, STRATEGIES,
-                             ConfigError, TrainConfig, resolve_config, validate_config)
+from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, PRECISION_CHOICES,
+                             STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "hatcnn", MODELS, "Network to train (tiny: a seconds-to-train smoke-test net).")
@@ -129,8 +129,12 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
     return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay or None)
 
 
-def make_loss_fn(cfg: TrainConfig, num_classes: int, num_attributes: int, positive_ratio=None):
-    """``loss_fn(outputs, labels) -> {name: per-example loss}`` for the loop."""
+def make_loss_fn(cfg: TrainConfig, num_classes: int, num_attributes: int, positive_ratio=None,
+                 scheme: str = "deepmar"):
+    """``loss_fn(outputs, labels) -> {name: per-example loss}`` for the loop.
+
+    ``positive_ratio``/``scheme``: the attribute weighting
+    (:func:`keras_hpnet.losses.weighted_attribute_bce`; None = plain BCE)."""
     from keras import ops
 
     from keras_hpnet import losses
@@ -147,8 +151,7 @@ def make_loss_fn(cfg: TrainConfig, num_classes: int, num_attributes: int, positi
                 terms["triplet"] = cfg.triplet_weight * tri / len(feats)
         if num_attributes:
             terms["attr"] = cfg.attribute_weight * losses.weighted_attribute_bce(
-                labels["attributes"], outputs["attribute_logits"], positive_ratio,
-                scheme="balanced" if cfg.attribute_weighting == "balanced" else "deepmar")
+                labels["attributes"], outputs["attribute_logits"], positive_ratio, scheme=scheme)
         return {k: ops.reshape(v, (-1,)) for k, v in terms.items()}
 
     return loss_fn
@@ -212,7 +215,8 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
     weighting = cfg.attribute_weighting
     if weighting == "auto":
         weighting = "ratio" if ds.kind == "attribute" else "none"
-    if num_attributes and weighting in ("ratio", "balanced"):
+    scheme = {"ratio": "deepmar", "balanced": "balanced"}.get(weighting)  # None: plain BCE
+    if num_attributes and scheme:
         import numpy as np
 
         from keras_hpnet.losses import attribute_positive_ratio
@@ -251,7 +255,8 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
 
     trainer = loop.Trainer(
         strategy=strategy, model=model, optimizer=optimizer,
-        loss_fn=make_loss_fn(cfg, num_classes, num_attributes, positive_ratio), dataset_fn=dataset_fn,
+        loss_fn=make_loss_fn(cfg, num_classes, num_attributes, positive_ratio, scheme or "deepmar"),
+        dataset_fn=dataset_fn,
         per_replica_batch_size=per_replica, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs,
         out_dir=cfg.out_dir, checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints,
         max_steps=cfg.max_steps, verbose=verbose)

@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hpnet.fileio import write_text_atomic
+from training.config import PRECISIONS
 
 LATEST = "latest.json"
 
@@ -75,9 +76,6 @@ def checkpoint_variables(variables):
     fixed by the model code, so positions are stable keys.
     """
     return {f"{i:05d}": (v.value if hasattr(v, "value") else v) for i, v in enumerate(variables)}
-
-
-PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 @contextlib.contextmanager
@@ -297,7 +295,7 @@ class Trainer:
             if self.chief:
                 self.history = History(os.path.join(out_dir, "history.csv"))
                 self.writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "train"))
-        self._train_step = tf.function(self._step)
+        self._batch_step_fn = tf.function(self._batch_step)
         self._traced = False  # the loop's step function has run once (traced) in this process
         self.resumed_from = None
 
@@ -340,12 +338,7 @@ class Trainer:
         reduce = lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None)  # noqa: E731
         return reduce(loss), {k: reduce(v) for k, v in terms.items()}
 
-    def _step(self, iterator):
-        return self._batch_step(*next(iterator))
-
     def _train_step_on(self, images, labels):
-        if not hasattr(self, "_batch_step_fn"):
-            self._batch_step_fn = tf.function(self._batch_step)
         return self._batch_step_fn(images, labels)
 
     def step_on_batch(self, images, labels):

@@ -38,10 +38,15 @@ def attribute_positive_ratio(labels, eps=1e-3):
 SCHEMES = ("deepmar", "balanced")
 
 
-def attribute_weights(labels, positive_ratio, scheme="deepmar", sigma=1.0):
-    """Per-element weights ``[N, A]`` of :func:`weighted_attribute_bce`."""
+def _check_scheme(scheme):
     if scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r}: must be one of {', '.join(SCHEMES)}")
+    return scheme
+
+
+def attribute_weights(labels, positive_ratio, scheme="deepmar", sigma=1.0):
+    """Per-element weights ``[N, A]`` of :func:`weighted_attribute_bce`."""
+    _check_scheme(scheme)
     r = ops.reshape(ops.cast(ops.convert_to_tensor(positive_ratio), "float32"), (1, -1))
     if scheme == "balanced":
         return labels * (0.5 / r) + (1.0 - labels) * (0.5 / (1.0 - r))
@@ -79,9 +84,7 @@ class WeightedAttributeBCE(keras.losses.Loss):
 
     def __init__(self, positive_ratio=None, sigma=1.0, scheme="deepmar", name="weighted_attribute_bce", **kwargs):
         super().__init__(name=name, **kwargs)
-        if scheme not in SCHEMES:
-            raise ValueError(f"scheme={scheme!r}: must be one of {', '.join(SCHEMES)}")
-        self.scheme = scheme
+        self.scheme = _check_scheme(scheme)
         self.positive_ratio = None if positive_ratio is None else [float(v) for v in np.ravel(positive_ratio)]
         self.sigma = sigma
 
