@@ -51,9 +51,13 @@ def main(argv):
     from keras_hpnet.models.hatcnn import AttributeNetwork
     from training.schedule import WarmupMultiStep
 
+    try:
+        sizes = json.loads(FLAGS.sizes)
+    except json.JSONDecodeError as e:
+        raise app.UsageError(f"--sizes={FLAGS.sizes!r}: not JSON ({e})") from None
     keras.mixed_precision.set_global_policy(FLAGS.policy)
     keras.utils.set_random_seed(FLAGS.seed)
-    ds = datasets.load("synthetic", FLAGS.data_dir, **json.loads(FLAGS.sizes))
+    ds = datasets.load("synthetic", FLAGS.data_dir, **sizes)
     train = ds.splits["train"]
     # The labelled query + gallery images, as training.evaluation scores attributes.
     test = [r for r in ds.splits["query"] + ds.splits["gallery"] if r.attributes is not None]
