@@ -2,7 +2,8 @@
 
     python benchmarks/bench_attributes.py                                  # the demo's settings
     python benchmarks/bench_attributes.py --epochs=10 --policy=float32
-    python benchmarks/bench_attributes.py --weighting=deepmar --epochs=4  # the previous preset
+    python benchmarks/bench_attributes.py --weighting=deepmar --epochs=4  # an earlier preset
+    python benchmarks/bench_attributes.py --pooling=avg                   # the released GAP
 
 Trains only `AttributeNetwork` (HAT-CNN's separate attribute branch) with the
 demo's data, augmentation, batches, optimizer and schedule, and prints the test
@@ -27,6 +28,7 @@ flags.DEFINE_integer("batch_size", 32, "batch size")
 flags.DEFINE_float("lr", 0.003, "AdamW learning rate (1-epoch warm-up, x0.1 at 75%)")
 flags.DEFINE_float("weight_decay", 5e-4, "AdamW weight decay")
 flags.DEFINE_enum("weighting", "balanced", ["none", "deepmar", "balanced"], "attribute BCE weighting")
+flags.DEFINE_enum("pooling", "max", ["avg", "max", "avgmax"], "attribute network pooling (demo: max)")
 flags.DEFINE_enum("policy", "mixed_bfloat16", ["float32", "mixed_bfloat16"], "Keras dtype policy")
 flags.DEFINE_integer("pad", 10, "pad-and-crop augmentation (0: off)")
 flags.DEFINE_float("erasing", 0.0, "random-erasing probability")
@@ -66,7 +68,7 @@ def main(argv):
     size = (160, 64)  # HAT-CNN's input
 
     inputs = keras.Input(size + (3,))
-    model = keras.Model(inputs, AttributeNetwork(len(names))(ImageNormalization()(inputs)))
+    model = keras.Model(inputs, AttributeNetwork(len(names), pooling=FLAGS.pooling)(ImageNormalization()(inputs)))
     spe = steps_per_epoch(train, FLAGS.batch_size)
     total = FLAGS.epochs * spe
     optimizer = keras.optimizers.AdamW(WarmupMultiStep(FLAGS.lr, [round(0.75 * total)], 0.1, spe),
@@ -102,8 +104,8 @@ def main(argv):
     test_p, test_y = predict(test)
     train_p, train_y = predict(train)
 
-    print(f"\nweighting {FLAGS.weighting}, policy {FLAGS.policy}, {FLAGS.epochs} epochs, lr {FLAGS.lr}, "
-          f"batch {FLAGS.batch_size}, {len(train)} train images / {ds.num_train_pids} identities")
+    print(f"\nweighting {FLAGS.weighting}, pooling {FLAGS.pooling}, policy {FLAGS.policy}, {FLAGS.epochs} epochs, "
+          f"lr {FLAGS.lr}, batch {FLAGS.batch_size}, {len(train)} train images / {ds.num_train_pids} identities")
     print("| test mA | train mA | steps | train s |\n|---|---|---|---|")
     print(f"| {attribute_metrics(test_p, test_y)['mA']:.4f} | {attribute_metrics(train_p, train_y)['mA']:.4f} "
           f"| {total} | {seconds:.0f} |")

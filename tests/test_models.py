@@ -149,10 +149,46 @@ def test_heads_follow_counts():
     assert set(model(x)) == {"embedding", "attributes"}
 
 
+def test_hatcnn_attribute_pooling(models, tmp_path):
+    """The attribute network pools its last map by average (the released HAT-CNN,
+    default), max, or their sum, with the same weights; the HA-CNN part is untouched."""
+    from keras_hpnet.layers._util import run_chain
+
+    model = models["hatcnn"]
+    assert model.attribute_pooling == "avg"
+    net = model.attribute_net
+    x = images(model, 3, seed=2)
+    fmap = run_chain(net.blocks, model.normalize(x), False)
+    mean, peak = keras.ops.mean(fmap, axis=(1, 2)), keras.ops.max(fmap, axis=(1, 2))
+
+    def head(pooled):
+        return net.classifier(keras.ops.relu(net.bn(net.fc(pooled), training=False))).numpy()
+
+    def logits(m):
+        return m._forward(x, training=False)[0]["attribute_logits"].numpy()
+
+    np.testing.assert_allclose(logits(model), head(mean), rtol=1e-4, atol=1e-4)
+    reference = model(x, training=False)["embedding"].numpy()
+    for pooling, pooled in (("max", peak), ("avgmax", mean + peak)):
+        other = keras_hpnet.build_model("hatcnn", **CONFIGS["hatcnn"], attribute_pooling=pooling)
+        other(x[:1])
+        other.set_weights(model.get_weights())
+        np.testing.assert_allclose(logits(other), head(pooled), rtol=1e-4, atol=1e-4)
+        assert np.abs(logits(other) - logits(model)).max() > 1e-2
+        np.testing.assert_allclose(other(x, training=False)["embedding"].numpy()[:, :1024], reference[:, :1024],
+                                   rtol=1e-5, atol=1e-6)
+        path = str(tmp_path / f"{pooling}.keras")
+        other.save(path)
+        loaded = keras.saving.load_model(path)
+        assert loaded.attribute_pooling == pooling
+        np.testing.assert_array_equal(logits(loaded), logits(other))
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(name="resnet", num_classes=3), "unknown model"),
     (dict(name="hatcnn", num_classes=3), "num_attributes > 0"),
     (dict(name="hacnn", num_classes=3, num_attributes=4), "hatcnn"),
+    (dict(name="hatcnn", num_classes=3, num_attributes=4, attribute_pooling="gem"), "attribute_pooling"),
     (dict(name="hacnn", num_classes=3, input_shape=(128, 64)), "160x64"),
     (dict(name="hacnn", num_classes=-1), "num_classes"),
     (dict(name="mnet", num_classes=3, input_shape=(16, 16)), "at least 32x32"),

@@ -154,9 +154,9 @@ def test_pa100k_variant_through_real_reader(tmp_path):
 
 
 def test_training_split_many_identities_few_images():
-    """The default plan: 500 training identities in 2..3 cameras with 1..2
-    images each (attribute diversity), 150 test identities with >= 2 images per
-    camera (a query plus gallery); train_* = 0 falls back to the test sampling."""
+    """The default plan: 1,000 training identities, each in 2 cameras with one
+    image per camera (attribute diversity), 150 test identities with >= 2 images
+    per camera (a query plus gallery); train_* = 0 falls back to the test sampling."""
     from collections import Counter
 
     def per_id_cam(cfg):
@@ -168,11 +168,11 @@ def test_training_split_many_identities_few_images():
 
     cfg = synthetic.Config()
     train, test, train_ids, test_ids = per_id_cam(cfg)
-    assert (len(train_ids), len(test_ids)) == (500, 150) and not set(train_ids) & set(test_ids)
-    assert set(train.values()) == {1, 2} and set(test.values()) == {2, 3, 4}
+    assert (len(train_ids), len(test_ids)) == (1000, 150) and not set(train_ids) & set(test_ids)
+    assert set(train.values()) == {1} and set(test.values()) == {2, 3, 4}
     cams = Counter(k for k, _ in train)
-    assert set(cams.values()) == {2, 3} and set(cams) == set(train_ids)
-    assert 1500 <= sum(train.values()) <= 2300  # ~3.75 images per training identity
+    assert set(cams.values()) == {2} and set(cams) == set(train_ids)
+    assert sum(train.values()) == 2000
     assert set(Counter(k for k, _ in test).values()) <= {2, 3, 4, 5}
     same, _, _, _ = per_id_cam(synthetic.Config(num_train_ids=40, train_max_cameras=0, train_min_images=0,
                                                 train_max_images=0))

@@ -13,7 +13,7 @@ from keras_hpnet.metadata import ModelMetadata
 # Small configurations: conversion cost grows with the op count, not the size.
 SMALL = {
     "hacnn": dict(num_attributes=0, channels=(32, 64, 96), feature_dim=64),
-    "hatcnn": dict(num_attributes=4, channels=(32, 64, 96), feature_dim=64),
+    "hatcnn": dict(num_attributes=4, channels=(32, 64, 96), feature_dim=64, attribute_pooling="max"),  # the demo's
     "mnet": dict(num_attributes=4, width=0.25, input_shape=(64, 32)),
     "hpnet": dict(num_attributes=4, width=0.25, num_maps=1, input_shape=(64, 32)),
 }

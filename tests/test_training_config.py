@@ -31,6 +31,9 @@ def test_presets_and_overrides():
     assert market.lr_milestones == (0.5, 0.75) and market.label_smoothing == 0.1
     given = resolve_config({"model": "mnet", "dataset": "market1501", "epochs": 3, "lr": 0.5, "lr_milestones": [0.3]})
     assert (given.epochs, given.lr, given.lr_milestones) == (3, 0.5, (0.3,))
+    # the synthetic preset's attribute pooling applies to HAT-CNN only; the paper presets keep GAP
+    assert cfg.attribute_pooling == "max" and market.attribute_pooling == "avg"
+    assert resolve_config({"model": "hacnn"}).attribute_pooling == "avg"
     # round trip through config.json
     assert TrainConfig.from_dict(json.loads(given.to_json())) == given
 
@@ -44,13 +47,15 @@ def test_presets_and_overrides():
     ({"triplet_weight": 1.0}, "--triplet_weight > 0 needs P x K"),
     ({"model": "resnet"}, "--model='resnet'"),
     ({"strategy": "tpu"}, "--strategy='tpu'"),
+    ({"attribute_pooling": "gem"}, "--attribute_pooling='gem'"),
+    ({"model": "hacnn", "attribute_pooling": "max"}, "--attribute_pooling=max: only hatcnn"),
     ({"input_height": 128}, "--input_height and --input_width"),
     ({"model": "hacnn", "input_height": 128, "input_width": 64}, "fixed 160x64"),
     ({"dataset": "market1501"}, "--data_dir is required"),
     ({"dataset": "pa100k", "data_dir": "/no/such/dir"}, "--data_dir=/no/such/dir: no such directory"),
 ])
 def test_validate_names_the_bad_flag(change, message):
-    cfg = resolve_config({"model": "hatcnn"})
+    cfg = resolve_config({"model": change.get("model", "hatcnn")})
     for k, v in change.items():
         setattr(cfg, k, v)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("+", r"\+")):

@@ -17,8 +17,8 @@ import time
 
 from absl import app, flags
 
-from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, PRECISION_CHOICES,
-                             STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
+from training.config import (ATTRIBUTE_POOLINGS, ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS,
+                             PRECISION_CHOICES, STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "hatcnn", MODELS, "Network to train (tiny: a seconds-to-train smoke-test net).")
@@ -43,6 +43,9 @@ flags.DEFINE_enum("attribute_weighting", None, ATTRIBUTE_WEIGHTINGS,
                   "Attribute BCE weights. ratio: DeepMAR positive-ratio weights (HP-Net); balanced: positives "
                   "1/(2r), negatives 1/(2(1-r)) (optimises mA); none: plain; auto: ratio on attribute-only "
                   "datasets, plain otherwise.")
+flags.DEFINE_enum("attribute_pooling", None, ATTRIBUTE_POOLINGS,
+                  "Pooling of hatcnn's attribute network: avg (global average, the released HAT-CNN), max "
+                  "(global max; synthetic preset) or avgmax (their sum).")
 flags.DEFINE_enum("strategy", None, STRATEGIES, "tf.distribute strategy (auto: multi_worker if TF_CONFIG, "
                   "mirrored if several GPUs, else default).")
 flags.DEFINE_enum("precision", None, PRECISION_CHOICES, "Keras dtype policy for training: float32, "
@@ -112,8 +115,9 @@ def build_model(cfg: TrainConfig, num_classes: int, num_attributes: int):
     import keras_hpnet
 
     input_shape = (cfg.input_height, cfg.input_width, 3) if cfg.input_height else None
+    options = {"attribute_pooling": cfg.attribute_pooling} if cfg.model == "hatcnn" else {}
     return keras_hpnet.build_model(cfg.model, num_classes=num_classes, num_attributes=num_attributes,
-                                   input_shape=input_shape)
+                                   input_shape=input_shape, **options)
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
@@ -306,10 +310,8 @@ def finish(cfg: TrainConfig, trainer, ds, t_start, verbose=1) -> dict:
 def evaluate(model, ds, cfg: TrainConfig) -> dict:
     """Final metrics (training.evaluation.evaluate_run) plus the raw-pixel
     nearest-neighbour rank-1 for re-id datasets."""
-    try:
-        from training.evaluation import evaluate_run
-    except ImportError:  # written in parallel; the minimal version below until it lands
-        evaluate_run = _evaluate_minimal
+    from training.evaluation import evaluate_run
+
     metrics = dict(evaluate_run(model, ds, batch_size=cfg.eval_batch_size))
     if ds.kind == "reid":
         from keras_hpnet.datasets import raw_pixel_baseline
@@ -320,49 +322,6 @@ def evaluate(model, ds, cfg: TrainConfig) -> dict:
         if isinstance(v, (int, float, str, bool)) or (hasattr(v, "ndim") and v.ndim == 0):
             out[k] = v.item() if hasattr(v, "item") else v
     return out
-
-
-def _features(model, records, image_size, batch_size):
-    import numpy as np
-
-    from keras_hpnet.data import make_dataset
-
-    emb, att, idx = [], [], []
-    for images, labels in make_dataset(records, image_size=image_size, batch_size=batch_size, training=False):
-        out = model(images, training=False)
-        emb.append(np.asarray(out["embedding"]))
-        if "attributes" in out:
-            att.append(np.asarray(out["attributes"]))
-        idx.append(labels["index"].numpy())
-    return np.concatenate(emb), (np.concatenate(att) if att else None), np.concatenate(idx)
-
-
-def _evaluate_minimal(model, ds, batch_size=64):
-    import numpy as np
-
-    from keras_hpnet.metrics import attribute_metrics, euclidean_distance, reid_metrics
-
-    size = tuple(model.input_size)
-    metrics = {}
-    if ds.kind == "reid":
-        q, g = ds.splits["query"], ds.splits["gallery"]
-        qf, qa, qi = _features(model, q, size, batch_size)
-        gf, ga, gi = _features(model, g, size, batch_size)
-        arr = lambda recs, ix, f: np.array([getattr(recs[i], f) for i in ix])  # noqa: E731
-        m = reid_metrics(euclidean_distance(qf, gf), arr(q, qi, "pid"), arr(g, gi, "pid"),
-                         arr(q, qi, "camid"), arr(g, gi, "camid"))
-        metrics.update({k: m[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")})
-        if qa is not None and q[0].attributes is not None:
-            probs, labels = np.concatenate([qa, ga]), np.stack([r.attributes for r in q + g])[np.concatenate(
-                [qi, len(q) + gi])]
-            a = attribute_metrics(probs, labels)
-            metrics.update({k: a[k] for k in ("mA", "acc", "prec", "rec", "f1")})
-    else:
-        test = ds.splits["test"]
-        _, probs, ti = _features(model, test, size, batch_size)
-        a = attribute_metrics(probs, np.stack([test[i].attributes for i in ti]))
-        metrics.update({k: a[k] for k in ("mA", "acc", "prec", "rec", "f1")})
-    return metrics
 
 
 def main(argv):

@@ -14,16 +14,26 @@ class AttributeNetwork(keras.layers.Layer):
     """HAT-CNN's attribute branch on the raw image (seed hat-cnn.md, Sec. "Method").
 
     Stem 3x3/2 (32) -> Inception-A(128) -> Inception-B(128) -> Inception-A(384)
-    -> Inception-B(384) -> GAP -> dense 100 + BN + ReLU -> dense `num_attributes`
-    (logits). About 0.8M parameters.
+    -> Inception-B(384) -> pooling -> dense 100 + BN + ReLU -> dense
+    `num_attributes` (logits). About 0.8M parameters.
+
+    `pooling` of the last 20x8 map: "avg", the released network's global
+    average (default); "max", global max; "avgmax", their sum. A bag, a hat or
+    a bare forearm covers a few cells of the map: the average dilutes it, the
+    max keeps it (docs/models.md has the measured difference). The weights are
+    the same for all three.
     """
 
     _takes_training = True
+    POOLINGS = ("avg", "max", "avgmax")
 
-    def __init__(self, num_attributes, hidden=100, **kwargs):
+    def __init__(self, num_attributes, hidden=100, pooling="avg", **kwargs):
         super().__init__(**kwargs)
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"AttributeNetwork: pooling must be one of {self.POOLINGS}, got {pooling!r}")
         self.num_attributes = int(num_attributes)
         self.hidden = int(hidden)
+        self.pooling = pooling
         self.blocks = [ConvBlock(32, 3, strides=2, name="stem"),
                        InceptionA(128, name="inception1a"), InceptionB(128, name="inception1b"),
                        InceptionA(384, name="inception2a"), InceptionB(384, name="inception2b")]
@@ -39,8 +49,14 @@ class AttributeNetwork(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=None):
-        x = keras.ops.mean(run_chain(self.blocks, x, training), axis=(1, 2))
-        x = keras.ops.relu(self.bn(self.fc(x), training=training))
+        x = run_chain(self.blocks, x, training)
+        if self.pooling == "avg":
+            pooled = keras.ops.mean(x, axis=(1, 2))
+        elif self.pooling == "max":
+            pooled = keras.ops.max(x, axis=(1, 2))
+        else:
+            pooled = keras.ops.mean(x, axis=(1, 2)) + keras.ops.max(x, axis=(1, 2))
+        x = keras.ops.relu(self.bn(self.fc(pooled), training=training))
         return self.classifier(x)
 
     def compute_output_shape(self, input_shape):
@@ -48,7 +64,7 @@ class AttributeNetwork(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_attributes=self.num_attributes, hidden=self.hidden)
+        config.update(num_attributes=self.num_attributes, hidden=self.hidden, pooling=self.pooling)
         return config
 
 
@@ -60,14 +76,21 @@ class HATCNN(HACNN):
     concat(L2(global 512), L2(local 512), L2(attribute logits A)), e.g. 1050-d for
     26 Market-1501 attributes, compared with Euclidean distance.
 
-    Args: as `HACNN`, with `num_attributes` > 0 required.
+    Args: as `HACNN`, with `num_attributes` > 0 required, plus
+        attribute_pooling: the attribute network's pooling, "avg" (the released
+            network, default), "max" or "avgmax"; see `AttributeNetwork`.
     """
 
     model_name = "hatcnn"
 
-    def __init__(self, num_classes, num_attributes=0, input_shape=None, **kwargs):
+    def __init__(self, num_classes, num_attributes=0, input_shape=None, attribute_pooling="avg", **kwargs):
         super().__init__(num_classes, num_attributes, input_shape, **kwargs)
-        self.attribute_net = AttributeNetwork(self._num_attributes, name="attribute_net")
+        if attribute_pooling not in AttributeNetwork.POOLINGS:
+            raise ValueError(f"{self.model_name}: attribute_pooling must be one of "
+                             f"{AttributeNetwork.POOLINGS}, got {attribute_pooling!r}")
+        self.attribute_pooling = attribute_pooling
+        self.attribute_net = AttributeNetwork(self._num_attributes, pooling=attribute_pooling,
+                                              name="attribute_net")
 
     def _check_attributes(self, num_attributes):
         if num_attributes <= 0:
@@ -84,3 +107,8 @@ class HATCNN(HACNN):
         out["attribute_logits"] = logits
         out["embedding"] = keras.ops.concatenate([out["embedding"], l2_normalize(logits)], axis=-1)
         return out, attention
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(attribute_pooling=self.attribute_pooling)
+        return config
