@@ -154,6 +154,10 @@ def test_hatcnn_attribute_pooling(models, tmp_path):
     default), max, or their sum, with the same weights; the HA-CNN part is untouched."""
     from keras_hpnet.layers._util import run_chain
 
+    from keras_hpnet.models.hatcnn import AttributeNetwork
+    from training.config import ATTRIBUTE_POOLINGS  # the CLI's choices (config imports no TensorFlow)
+
+    assert set(ATTRIBUTE_POOLINGS) == set(AttributeNetwork.POOLINGS)
     model = models["hatcnn"]
     assert model.attribute_pooling == "avg"
     net = model.attribute_net
