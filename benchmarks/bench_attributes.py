@@ -35,12 +35,6 @@ flags.DEFINE_float("erasing", 0.0, "random-erasing probability")
 flags.DEFINE_integer("seed", 0, "seed")
 
 
-def balanced_accuracy(probs, labels):
-    pred = probs > 0.5
-    pos, neg = labels == 1, labels == 0
-    return 0.5 * (pred[pos].mean() if pos.any() else 1.0) + 0.5 * ((~pred[neg]).mean() if neg.any() else 1.0)
-
-
 def main(argv):
     del argv
     import keras
@@ -106,13 +100,14 @@ def main(argv):
 
     print(f"\nweighting {FLAGS.weighting}, pooling {FLAGS.pooling}, policy {FLAGS.policy}, {FLAGS.epochs} epochs, "
           f"lr {FLAGS.lr}, batch {FLAGS.batch_size}, {len(train)} train images / {ds.num_train_pids} identities")
+    test_m, train_m = attribute_metrics(test_p, test_y), attribute_metrics(train_p, train_y)
     print("| test mA | train mA | steps | train s |\n|---|---|---|---|")
-    print(f"| {attribute_metrics(test_p, test_y)['mA']:.4f} | {attribute_metrics(train_p, train_y)['mA']:.4f} "
-          f"| {total} | {seconds:.0f} |")
+    print(f"| {test_m['mA']:.4f} | {train_m['mA']:.4f} | {total} | {seconds:.0f} |")
+    # per attribute: its term of mA, (TP/P + TN/N) / 2, the balanced accuracy
     print("\n| attribute | train ratio | test bal. acc | train bal. acc |\n|---|---|---|---|")
     for j, name in enumerate(names):
-        print(f"| {name} | {ratio[j]:.2f} | {balanced_accuracy(test_p[:, j], test_y[:, j]):.3f} "
-              f"| {balanced_accuracy(train_p[:, j], train_y[:, j]):.3f} |")
+        print(f"| {name} | {ratio[j]:.2f} | {test_m['per_attribute'][j]['mA']:.3f} "
+              f"| {train_m['per_attribute'][j]['mA']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,15 @@ from keras_hpnet.models.base import l2_normalize
 from keras_hpnet.models.hacnn import HACNN
 
 
+POOLINGS = ("avg", "max", "avgmax")
+
+
+def _check_pooling(pooling, argument):
+    if pooling not in POOLINGS:
+        raise ValueError(f"{argument} must be one of {POOLINGS}, got {pooling!r}")
+    return pooling
+
+
 @keras.saving.register_keras_serializable(package="keras_hpnet")
 class AttributeNetwork(keras.layers.Layer):
     """HAT-CNN's attribute branch on the raw image (seed hat-cnn.md, Sec. "Method").
@@ -25,15 +34,13 @@ class AttributeNetwork(keras.layers.Layer):
     """
 
     _takes_training = True
-    POOLINGS = ("avg", "max", "avgmax")
+    POOLINGS = POOLINGS
 
     def __init__(self, num_attributes, hidden=100, pooling="avg", **kwargs):
         super().__init__(**kwargs)
-        if pooling not in self.POOLINGS:
-            raise ValueError(f"AttributeNetwork: pooling must be one of {self.POOLINGS}, got {pooling!r}")
         self.num_attributes = int(num_attributes)
         self.hidden = int(hidden)
-        self.pooling = pooling
+        self.pooling = _check_pooling(pooling, "AttributeNetwork: pooling")
         self.blocks = [ConvBlock(32, 3, strides=2, name="stem"),
                        InceptionA(128, name="inception1a"), InceptionB(128, name="inception1b"),
                        InceptionA(384, name="inception2a"), InceptionB(384, name="inception2b")]
@@ -85,12 +92,13 @@ class HATCNN(HACNN):
 
     def __init__(self, num_classes, num_attributes=0, input_shape=None, attribute_pooling="avg", **kwargs):
         super().__init__(num_classes, num_attributes, input_shape, **kwargs)
-        if attribute_pooling not in AttributeNetwork.POOLINGS:
-            raise ValueError(f"{self.model_name}: attribute_pooling must be one of "
-                             f"{AttributeNetwork.POOLINGS}, got {attribute_pooling!r}")
-        self.attribute_pooling = attribute_pooling
+        _check_pooling(attribute_pooling, f"{self.model_name}: attribute_pooling")
         self.attribute_net = AttributeNetwork(self._num_attributes, pooling=attribute_pooling,
                                               name="attribute_net")
+
+    @property
+    def attribute_pooling(self):
+        return self.attribute_net.pooling
 
     def _check_attributes(self, num_attributes):
         if num_attributes <= 0:
