@@ -512,7 +512,11 @@ def compare(reference: dict, outputs: dict) -> dict:
     cos = cosine(reference["embedding"], outputs["embedding"])
     res = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
     if "attributes" in reference and "attributes" in outputs:
-        res["attributes_max_abs_diff"] = float(np.abs(reference["attributes"] - outputs["attributes"]).max())
+        diff = np.abs(reference["attributes"] - outputs["attributes"])
+        res["attributes_mean_abs_diff"] = float(diff.mean())
+        res["attributes_max_abs_diff"] = float(diff.max())
+        # Decisions at the 0.5 threshold that quantization changed.
+        res["attributes_flipped"] = float(np.mean((reference["attributes"] >= 0.5) != (outputs["attributes"] >= 0.5)))
     return res
 
 
@@ -520,7 +524,8 @@ PARITY_TARGET_POINTS = 1.0
 
 
 def parity_table(report: dict) -> str:
-    cols = [("variant", 10), ("size_MB", 9), ("cos_mean", 9), ("cos_min", 9), ("rank1", 7), ("mAP", 7), ("mA", 7)]
+    cols = [("variant", 10), ("size_MB", 9), ("cos_mean", 9), ("cos_min", 9), ("rank1", 7), ("mAP", 7), ("mA", 7),
+            ("attr_flip%", 11)]
     lines = ["".join(f"{c:>{w}}" for c, w in cols)]
     for name, row in report["variants"].items():
         cells = [name,
@@ -529,6 +534,7 @@ def parity_table(report: dict) -> str:
                  f"{row['cosine_min']:.4f}" if "cosine_min" in row else "-"]
         for k in ("rank1", "mAP", "mA"):
             cells.append(f"{100 * row[k]:.1f}" if k in row else "-")
+        cells.append(f"{100 * row['attributes_flipped']:.2f}" if "attributes_flipped" in row else "-")
         lines.append("".join(f"{c:>{w}}" for c, (_, w) in zip(cells, cols)))
     t = report.get("target")
     if t:
