@@ -26,7 +26,10 @@ def exported(tmp_path_factory):
     """Each network built once and converted once per quantization (session-wide)."""
     from keras_hpnet import build_model
 
+    import keras
+
     out_dir = tmp_path_factory.mktemp("tflite")
+    keras.utils.set_random_seed(0)  # the same weights whichever tests ran before on this worker
     rng = np.random.default_rng(0)
     result = {}
     for name, opts in SMALL.items():
