@@ -34,6 +34,13 @@ def test_presets_and_overrides():
     # the synthetic preset's attribute pooling applies to HAT-CNN only; the paper presets keep GAP
     assert cfg.attribute_pooling == "max" and market.attribute_pooling == "avg"
     assert resolve_config({"model": "hacnn"}).attribute_pooling == "avg"
+    # stage-wise HP-Net: --epochs split 40/40/20 %, or the stages' epochs set the run's length
+    staged = resolve_config({"model": "hpnet", "stagewise": True})
+    assert (staged.epochs, staged.stage_epochs) == (7, [3, 3, 1])
+    staged = resolve_config({"model": "hpnet", "stagewise": True, "stage_epochs": ["4", "2", "2"]})
+    assert (staged.epochs, staged.stage_epochs) == (8, [4, 2, 2])
+    assert resolve_config({"model": "hpnet"}).stage_epochs == []
+    assert TrainConfig.from_dict(json.loads(staged.to_json())) == staged
     # round trip through config.json
     assert TrainConfig.from_dict(json.loads(given.to_json())) == given
 
@@ -49,6 +56,11 @@ def test_presets_and_overrides():
     ({"strategy": "tpu"}, "--strategy='tpu'"),
     ({"attribute_pooling": "gem"}, "--attribute_pooling='gem'"),
     ({"model": "hacnn", "attribute_pooling": "max"}, "--attribute_pooling=max: only hatcnn"),
+    ({"stagewise": True}, "--stagewise: stage-wise training is HP-Net's"),
+    ({"model": "hpnet", "stage_epochs": [2, 2, 1]}, "--stage_epochs needs --stagewise"),
+    ({"model": "hpnet", "stagewise": True, "stage_epochs": [2, 2, 1]}, "sum to 5 epochs, --epochs=7"),
+    ({"model": "hpnet", "stagewise": True, "stage_epochs": [3, 4]}, "--stage_epochs=3,4: 3 stages"),
+    ({"model": "hpnet", "stagewise": True, "stage_epochs": [], "epochs": 2}, "--epochs=2 is too short"),
     ({"input_height": 128}, "--input_height and --input_width"),
     ({"model": "hacnn", "input_height": 128, "input_width": 64}, "fixed 160x64"),
     ({"dataset": "market1501"}, "--data_dir is required"),

@@ -93,6 +93,8 @@ class TrainConfig:
     attribute_weight: float = 1.0
     attribute_weighting: str = "auto"  # auto: DeepMAR ratio weighting for attribute-only datasets; balanced: 1/(2r)
     attribute_pooling: str = "avg"  # hatcnn: avg (the released GAP), max, or avgmax (their sum)
+    stagewise: bool = False  # hpnet: M-net, then AF-net, then fusion (training.stages)
+    stage_epochs: list = dataclasses.field(default_factory=list)  # epochs per stage; [] = split --epochs
     strategy: str = "auto"
     precision: str = "float32"  # Keras dtype policy of the model during training
     seed: int = 0
@@ -154,9 +156,20 @@ def resolve_config(overrides: dict) -> TrainConfig:
         values.pop("attribute_pooling", None)  # a preset's choice for HAT-CNN's attribute network
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["dataset"] = dataset
+    if values.get("stage_epochs"):
+        try:
+            values["stage_epochs"] = [int(e) for e in values["stage_epochs"]]
+        except ValueError as e:
+            raise ConfigError(f"--stage_epochs={values['stage_epochs']}: {e}") from None
+        if overrides.get("epochs") is None:
+            values["epochs"] = sum(values["stage_epochs"])  # the stages say how long the run is
     if "lr_milestones" in values:
         values["lr_milestones"] = tuple(float(m) for m in values["lr_milestones"])
     cfg = TrainConfig.from_dict(values)
+    if cfg.stagewise and not cfg.stage_epochs and cfg.epochs >= 3:
+        from training.stages import split_epochs
+
+        cfg.stage_epochs = split_epochs(cfg.epochs)
     if cfg.precision == "auto":
         cfg.precision = "mixed_bfloat16" if cpu_has_native_bfloat16() else "float32"
     if not cfg.out_dir:
@@ -181,6 +194,21 @@ def validate_config(cfg: TrainConfig) -> None:
     if cfg.attribute_pooling != "avg" and cfg.model != "hatcnn":
         raise ConfigError(f"--attribute_pooling={cfg.attribute_pooling}: only hatcnn has an attribute network "
                           f"(--model={cfg.model})")
+    if cfg.stagewise and cfg.model != "hpnet":
+        raise ConfigError(f"--stagewise: stage-wise training is HP-Net's (M-net, AF-net, fusion); "
+                          f"--model={cfg.model} trains end to end")
+    if cfg.stage_epochs and not cfg.stagewise:
+        raise ConfigError("--stage_epochs needs --stagewise")
+    if cfg.stagewise:
+        from training.stages import STAGE_NAMES
+
+        if len(cfg.stage_epochs) != len(STAGE_NAMES) or min(cfg.stage_epochs) < 1:
+            raise ConfigError(f"--stage_epochs={','.join(map(str, cfg.stage_epochs)) or '(from --epochs)'}: "
+                              f"{len(STAGE_NAMES)} stages ({', '.join(STAGE_NAMES)}) of at least one epoch each"
+                              + ("" if cfg.stage_epochs else f"; --epochs={cfg.epochs} is too short"))
+        if sum(cfg.stage_epochs) != cfg.epochs:
+            raise ConfigError(f"--stage_epochs={','.join(map(str, cfg.stage_epochs))} sum to "
+                              f"{sum(cfg.stage_epochs)} epochs, --epochs={cfg.epochs}")
     positive = ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "keep_checkpoints")
     for name in positive:
         if int(getattr(cfg, name)) < 1:

@@ -46,6 +46,10 @@ flags.DEFINE_enum("attribute_weighting", None, ATTRIBUTE_WEIGHTINGS,
 flags.DEFINE_enum("attribute_pooling", None, ATTRIBUTE_POOLINGS,
                   "Pooling of hatcnn's attribute network: avg (global average, the released HAT-CNN), max "
                   "(global max; synthetic preset) or avgmax (their sum).")
+flags.DEFINE_boolean("stagewise", None, "hpnet: train stage-wise as the paper (M-net alone, then the AF-net on "
+                     "the fixed M-net, then the fusion layers); default end to end. See training/stages.py.")
+flags.DEFINE_list("stage_epochs", None, "With --stagewise: epochs of the M-net, AF-net and fusion stages, e.g. "
+                  "3,3,2 (default: --epochs split 40/40/20%).")
 flags.DEFINE_enum("strategy", None, STRATEGIES, "tf.distribute strategy (auto: multi_worker if TF_CONFIG, "
                   "mirrored if several GPUs, else default).")
 flags.DEFINE_enum("precision", None, PRECISION_CHOICES, "Keras dtype policy for training: float32, "
@@ -120,14 +124,34 @@ def build_model(cfg: TrainConfig, num_classes: int, num_attributes: int):
                                    input_shape=input_shape, **options)
 
 
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
+def make_stages(cfg: TrainConfig):
+    """The training stages of a --stagewise run (training.stages), else None (end to end)."""
+    if not cfg.stagewise:
+        return None
+    from training.stages import hpnet_stages
+
+    return hpnet_stages(cfg.stage_epochs)
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, stages=None):
+    """The optimizer with the run's LR schedule; with `stages` the schedule
+    restarts at every stage (each one trains new parts: its own warm-up and decay)."""
     import keras
 
     from training.schedule import WarmupMultiStep
 
-    total = cfg.epochs * steps_per_epoch
-    schedule = WarmupMultiStep(cfg.lr, [round(m * total) for m in cfg.lr_milestones], cfg.lr_decay,
-                               cfg.warmup_epochs * steps_per_epoch)
+    def schedule_of(epochs):
+        total = epochs * steps_per_epoch
+        return WarmupMultiStep(cfg.lr, [round(m * total) for m in cfg.lr_milestones], cfg.lr_decay,
+                               min(cfg.warmup_epochs, epochs) * steps_per_epoch)
+
+    if stages:
+        from training.schedule import StageRestarts
+
+        schedule = StageRestarts([schedule_of(s.epochs) for s in stages],
+                                 [s.first_epoch * steps_per_epoch for s in stages])
+    else:
+        schedule = schedule_of(cfg.epochs)
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None)
     return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay or None)
@@ -168,7 +192,8 @@ def check_resumable(cfg: TrainConfig):
         return
     with open(path, encoding="utf-8") as f:
         old = json.load(f)
-    for key in ("model", "dataset", "num_classes", "attribute_names", "input_height", "input_width", "seed"):
+    for key in ("model", "dataset", "num_classes", "attribute_names", "input_height", "input_width", "seed",
+                "stagewise", "stage_epochs"):
         if key in old and old[key] != getattr(cfg, key):
             raise ConfigError(f"--out_dir={cfg.out_dir} holds a run with {key}={old[key]!r}, this one has "
                               f"{getattr(cfg, key)!r}: use another --out_dir (or delete it) to start afresh")
@@ -231,10 +256,11 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
 
     from keras_hpnet.data import make_dataset
 
+    stages = make_stages(cfg)
     keras.utils.set_random_seed(cfg.seed)
     with loop.dtype_policy(cfg.precision), strategy.scope():
         model = build_model(cfg, num_classes, num_attributes)
-        optimizer = make_optimizer(cfg, steps_per_epoch)
+        optimizer = make_optimizer(cfg, steps_per_epoch, stages)
     cfg.input_height, cfg.input_width = (int(v) for v in model.input_size)
     cfg.embedding_dim = int(model.embedding_dim)
     check_resumable(cfg)
@@ -263,7 +289,7 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
         dataset_fn=dataset_fn,
         per_replica_batch_size=per_replica, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs,
         out_dir=cfg.out_dir, checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints,
-        max_steps=cfg.max_steps, verbose=verbose)
+        max_steps=cfg.max_steps, verbose=verbose, stages=stages)
     with loop.dtype_policy(cfg.precision):  # the step is traced under the training policy
         trainer.fit()
     return trainer, ds

@@ -271,12 +271,16 @@ class Trainer:
       checkpoint_every: steps between checkpoints (also at each epoch end).
       max_steps: stop after this global step (0 = no limit); used to cut runs.
       verbose: 1 = progress bar on the chief.
+      stages: optional ``training.stages.TrainingStage`` list (stage-wise
+        training): each epoch runs under the stage it falls in (the stage
+        freezes parts of the model; the step function is retraced at each
+        change); the model is released (all trainable) when ``fit`` returns.
     """
 
     def __init__(self, *, strategy, model, optimizer, loss_fn, dataset_fn, per_replica_batch_size,
                  steps_per_epoch, epochs,
                  out_dir=None, checkpoint_every=200, keep_checkpoints=2, max_steps=0, verbose=1,
-                 summary_every=10):
+                 summary_every=10, stages=None):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
@@ -290,6 +294,8 @@ class Trainer:
         self.max_steps = int(max_steps)
         self.verbose = verbose
         self.summary_every = summary_every
+        self.stages = list(stages or [])
+        self.stage = None  # the stage applied to the model
         self.chief = is_chief(strategy)
         if self.steps_per_epoch < 1:
             raise ValueError("steps_per_epoch must be >= 1 (is the training split smaller than one batch?)")
@@ -405,8 +411,27 @@ class Trainer:
         try:
             return self._fit_epochs(step, total, global_batch, releases)
         finally:
+            if self.stage is not None:
+                self.stage.release(self.model)
+                self.stage = None
             for thread in releases:
                 thread.join()
+
+    def _enter_stage(self, epoch):
+        """Apply the stage of `epoch` if it is not the current one (new step function)."""
+        from training.stages import stage_at
+
+        stage = stage_at(self.stages, epoch)
+        if stage is self.stage:
+            return
+        stage.apply(self.model)
+        self.stage = stage
+        self._batch_step_fn = tf.function(self._batch_step)  # other trainable variables: trace anew
+        self._traced = False
+        if self.verbose and self.chief:
+            index = self.stages.index(stage) + 1
+            print(f"Stage {index}/{len(self.stages)} {stage.describe()} (epochs {stage.first_epoch + 1}-"
+                  f"{stage.first_epoch + stage.epochs})", flush=True)
 
     def _fit_epochs(self, step, total, global_batch, releases):
         import keras
@@ -414,6 +439,8 @@ class Trainer:
         iterator = None
         while step < total:
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
+            if self.stages:
+                self._enter_stage(epoch)
             previous, iterator = [iterator], None
             iterator = self._epoch_iterator(epoch, in_epoch)
             releases.append(_release_in_background(previous))
@@ -471,13 +498,14 @@ class Trainer:
             if self.store:
                 self._save(step)
             elapsed = time.perf_counter() - t_epoch
-            row = {"epoch": epoch + 1, "step": step, **{k: v / max(n, 1) for k, v in sums.items()},
+            row = {"epoch": epoch + 1, **({"stage": self.stage.name} if self.stage else {}), "step": step,
+                   **{k: v / max(n, 1) for k, v in sums.items()},
                    "lr": self.current_lr(), **self._speed(timed, global_batch * n, elapsed),
                    "first_step_seconds": round(first_step_seconds, 2), "seconds": elapsed}
             self.history.add(row)
             with self.writer.as_default(step=step):
                 for k, v in row.items():
-                    if k not in ("epoch", "step"):
+                    if k not in ("epoch", "step", "stage"):
                         write_scalar(f"epoch/{k}", v, step)
             self.writer.flush()
         return self.history.rows

@@ -76,6 +76,11 @@ class MultiDirectionalAttention(keras.layers.Layer):
             pooled.append(keras.ops.reshape(x, (-1, self.num_maps * x.shape[-1])))
         return keras.ops.concatenate(pooled, axis=-1), attention
 
+    @property
+    def output_channels(self):
+        """Width of the pooled attentive features (known once built)."""
+        return self._out_channels
+
     def compute_output_shape(self, input_shape):
         source_shape = input_shape[0]
         return ((source_shape[0], self._out_channels),

@@ -47,9 +47,25 @@ class HPNet(MNet):
             MultiDirectionalAttention(tails, self.num_maps, name=f"mda{m + 1}") for m in range(3)
         ]
 
+        # Stage-wise training (the paper's: M-net first, then the AF-net on the
+        # fixed M-net) starts with M-net alone: with this off the AF-net is not
+        # run and its part of the fused feature is zeros (training.stages).
+        self.af_net_enabled = True
+
+    @property
+    def af_net_layers(self):
+        """AF-net: the three MDA modules with their block copies (Sec. 3.2)."""
+        return list(self.mda_modules)
+
     def _fused_features(self, levels, training):
         pooled = [keras.ops.mean(levels[-1], axis=(1, 2))]
         attention = {}
+        if not self.af_net_enabled:
+            if not all(mda.built for mda in self.mda_modules):
+                raise RuntimeError(f"{self.name}: build the model (call it once) before disabling the AF-net")
+            width = sum(mda.output_channels for mda in self.mda_modules)
+            pooled.append(keras.ops.zeros((keras.ops.shape(pooled[0])[0], width), dtype=pooled[0].dtype))
+            return keras.ops.concatenate(pooled, axis=-1), attention
         for m, mda in enumerate(self.mda_modules):
             features, maps = mda([levels[m], *levels], training=training)
             pooled.append(features)

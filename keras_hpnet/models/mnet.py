@@ -89,6 +89,18 @@ class MNet(PedestrianModel):
     def embedding_dim(self):
         return self._embedding_dim
 
+    @property
+    def main_net_layers(self):
+        """M-net: normalisation, stem and blocks 3-5 (Sec. 3.1)."""
+        return [self.normalize, *self.stem, *(m for block in self.blocks for m in block)]
+
+    @property
+    def fusion_layers(self):
+        """The layers after the pooled features (HP-Net: M-net ++ AF-net): the
+        fused FC with its BN (the embedding) and the task heads."""
+        return [layer for layer in (self.fusion_fc, self.fusion_bn, getattr(self, "attribute_fc", None),
+                                    getattr(self, "classifier", None)) if layer is not None]
+
     def _main_net(self, x, training):
         """Normalise, stem and the three blocks; returns the three block outputs."""
         x = self.normalize(x)
