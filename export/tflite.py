@@ -515,8 +515,8 @@ def compare(reference: dict, outputs: dict) -> dict:
         diff = np.abs(reference["attributes"] - outputs["attributes"])
         res["attributes_mean_abs_diff"] = float(diff.mean())
         res["attributes_max_abs_diff"] = float(diff.max())
-        # Decisions at the 0.5 threshold that quantization changed.
-        res["attributes_flipped"] = float(np.mean((reference["attributes"] >= 0.5) != (outputs["attributes"] >= 0.5)))
+        # Decisions that quantization changed (prediction = prob > 0.5, as keras_hpnet.metrics.attribute_metrics).
+        res["attributes_flipped"] = float(np.mean((reference["attributes"] > 0.5) != (outputs["attributes"] > 0.5)))
     return res
 
 

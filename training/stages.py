@@ -44,18 +44,12 @@ class TrainingStage:
 
     def apply(self, model) -> None:
         """Freeze every part this stage does not train; switch the AF-net."""
-        for part in self.PARTS:
-            for layer in getattr(model, f"{part}_layers"):
-                layer.trainable = part in self.trains
-        model.af_net_enabled = self.af_net
+        _set_parts(model, self.trains, self.af_net)
 
     @staticmethod
     def release(model) -> None:
         """Back to the plain model: every part trainable, the AF-net on."""
-        for part in TrainingStage.PARTS:
-            for layer in getattr(model, f"{part}_layers"):
-                layer.trainable = True
-        model.af_net_enabled = True
+        _set_parts(model, TrainingStage.PARTS, True)
 
     def describe(self) -> str:
         fixed = [p for p in self.PARTS if p not in self.trains and (p != "af_net" or self.af_net)]
@@ -65,6 +59,13 @@ class TrainingStage:
         if not self.af_net:
             text += ", AF-net off"
         return text
+
+
+def _set_parts(model, trains, af_net):
+    for part in TrainingStage.PARTS:
+        for layer in getattr(model, f"{part}_layers"):
+            layer.trainable = part in trains
+    model.af_net_enabled = af_net
 
 
 def split_epochs(epochs: int) -> list[int]:
