@@ -40,6 +40,8 @@ def test_presets_and_overrides():
     staged = resolve_config({"model": "hpnet", "stagewise": True, "stage_epochs": ["4", "2", "2"]})
     assert (staged.epochs, staged.stage_epochs) == (8, [4, 2, 2])
     assert resolve_config({"model": "hpnet"}).stage_epochs == []
+    with pytest.raises(ConfigError, match="--stage_epochs=3,x,1: epochs must be integers"):
+        resolve_config({"model": "hpnet", "stagewise": True, "stage_epochs": ["3", "x", "1"]})
     assert TrainConfig.from_dict(json.loads(staged.to_json())) == staged
     # round trip through config.json
     assert TrainConfig.from_dict(json.loads(given.to_json())) == given

@@ -160,7 +160,8 @@ def resolve_config(overrides: dict) -> TrainConfig:
         try:
             values["stage_epochs"] = [int(e) for e in values["stage_epochs"]]
         except ValueError as e:
-            raise ConfigError(f"--stage_epochs={values['stage_epochs']}: {e}") from None
+            raise ConfigError(f"--stage_epochs={','.join(map(str, values['stage_epochs']))}: "
+                              f"epochs must be integers ({e})") from None
         if overrides.get("epochs") is None:
             values["epochs"] = sum(values["stage_epochs"])  # the stages say how long the run is
     if "lr_milestones" in values:
