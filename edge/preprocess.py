@@ -1,83 +1,22 @@
 """Image decoding and resizing for the edge runtime (numpy + Pillow, no TF).
 
-Matches the training pipeline (`keras_hpnet.data`): decode to RGB, resize with
-bilinear interpolation on half-pixel centres and no antialiasing (what
-`tf.image.resize(..., "bilinear")` computes), round to uint8 0..255. The model
-normalises internally (ImageNet mean/std), so callers feed raw pixels.
+The image rule is :mod:`keras_hpnet.preprocessing` (numpy-only, shared with
+training and export): decode to RGB, bilinear resize on half-pixel centres with
+no antialiasing, round to uint8. The model normalises internally, so callers
+feed raw pixels.
 """
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
+
+from keras_hpnet.preprocessing import ImageError, prepare, resize_bilinear
+from keras_hpnet.preprocessing import load_rgb as load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
-
-class ImageError(ValueError):
-    """An image file that cannot be read or decoded (the message names it)."""
-
-
-def load_image(path: str) -> np.ndarray:
-    """Decode `path` to an RGB uint8 array [H, W, 3]; ImageError on failure."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
-    except FileNotFoundError:
-        raise ImageError(f"image {path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageError(f"image {path}: cannot decode ({type(e).__name__}: {e})") from None
-    arr = np.asarray(rgb, dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ImageError(f"image {path}: empty image of shape {arr.shape}")
-    return arr
-
-
-def _weights(in_size: int, out_size: int):
-    # Half-pixel centres, as tf.image.resize (TF2) and TFLite RESIZE_BILINEAR
-    # with half_pixel_centers=True.
-    scale = in_size / out_size
-    x = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
-    x_floor = np.floor(x)
-    lerp = (x - x_floor).astype(np.float32)
-    lower = np.clip(x_floor, 0, in_size - 1).astype(np.int64)
-    upper = np.clip(np.ceil(x), 0, in_size - 1).astype(np.int64)
-    return lower, upper, lerp
-
-
-def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of [H, W, C] to [height, width, C] as float32 (no antialias)."""
-    image = np.asarray(image)
-    if image.ndim != 3:
-        raise ValueError(f"expected an [H, W, C] image, got shape {image.shape}")
-    h, w = image.shape[:2]
-    src = image.astype(np.float32)
-    if (h, w) == (height, width):
-        return src
-    y0, y1, ly = _weights(h, height)
-    x0, x1, lx = _weights(w, width)
-    top = src[y0]
-    bottom = src[y1]
-    ly = ly[:, None, None]
-    rows = top + (bottom - top) * ly
-    left = rows[:, x0]
-    right = rows[:, x1]
-    return left + (right - left) * lx[None, :, None]
-
-
-def prepare(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize an RGB image to the model input and return uint8 [height, width, 3]."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"expected an RGB image [H, W, 3], got shape {image.shape}")
-    out = resize_bilinear(image, height, width)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+__all__ = ["IMAGE_EXTENSIONS", "ImageError", "list_images", "load_image", "prepare", "resize_bilinear"]
 
 
 def list_images(folder: str, recursive: bool = True) -> list[str]:

@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from keras_hpnet.data import augment, sampler
+from keras_hpnet.data import augment, resize, sampler
 from keras_hpnet.data.validate import check_images
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -75,13 +75,9 @@ def _decode_resize(path, use_pillow, height, width):
 
     image = tf.cond(use_pillow, pillow, native)
     image.set_shape([None, None, 3])
-    image = tf.image.resize(image, [height, width], method="bilinear", antialias=False)
+    image = resize.resize_float(image, height, width)
     image.set_shape([height, width, 3])
     return image
-
-
-def _to_uint8(image):
-    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
 def _cached_images(records, report, height, width, num_parallel_calls):
@@ -96,7 +92,7 @@ def _cached_images(records, report, height, width, num_parallel_calls):
     pillow = set(report.pillow_decoded)
     flags = [i in pillow for i in report.good]
     ds = tf.data.Dataset.from_tensor_slices((paths, flags))
-    ds = ds.map(lambda p, f: _to_uint8(_decode_resize(p, f, height, width)), num_parallel_calls=num_parallel_calls)
+    ds = ds.map(lambda p, f: resize.to_uint8(_decode_resize(p, f, height, width)), num_parallel_calls=num_parallel_calls)
     out = np.empty((len(paths), height, width, 3), np.uint8)
     pos = 0
     for batch in ds.batch(256).prefetch(2):
@@ -266,7 +262,7 @@ def make_dataset(
                 image = augment.pad_and_crop(image, element_seed, pad)
             if erase:
                 image = augment.random_erasing(image, element_seed, erase)
-        image = _to_uint8(image)
+        image = resize.to_uint8(image)
         image.set_shape([height, width, 3])
         labels = {k: tf.gather(v, pos) for k, v in label_table.items()}
         return image, labels
