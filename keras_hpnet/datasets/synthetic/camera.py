@@ -57,7 +57,8 @@ def make_camera(seed: int, cam: int) -> Camera:
         clutter=_muted(rng.uniform(0.1, 0.9, (4, 3)), 0.5), horizon=float(rng.uniform(0.3, 0.75)),
         texture=int(rng.integers(4)), gain=float(rng.uniform(0.8, 1.2)), cast=cast.astype(np.float32),
         gamma=float(rng.uniform(0.75, 1.3)), desat=float(rng.uniform(0.0, 0.15)), blur=float(rng.uniform(0.0, 0.8)),
-        noise=float(rng.uniform(0.005, 0.03)), scale=float(rng.uniform(0.84, 0.95)), foot=float(rng.uniform(0.93, 0.995)),
+        noise=float(rng.uniform(0.005, 0.03)), scale=float(rng.uniform(0.84, 0.95)),
+        foot=float(rng.uniform(0.93, 0.995)),
         xoff=float(rng.uniform(-4, 4)), views=rng.dirichlet([1.2, 1.2, 1.2]).astype(np.float64),
         occlusion=float(rng.uniform(0.0, 0.15)), light_dir=float(rng.uniform(-0.25, 0.25)))
 

@@ -45,7 +45,8 @@ def _upper_texture(p: Person, y0, cx, hp, view):
     if p.pattern == "stride":
         sel = ((YY - y0) / period).astype(np.int32) % 2 == 0
     elif p.pattern == "plaid":
-        sel = (((YY - y0) / (1.5 * period)).astype(np.int32) + ((XX - cx + 50) / (1.5 * period)).astype(np.int32)) % 2 == 0
+        rows = ((YY - y0) / (1.5 * period)).astype(np.int32)
+        sel = (rows + ((XX - cx + 50) / (1.5 * period)).astype(np.int32)) % 2 == 0
     elif p.pattern == "splice" and view != "side":
         sel = XX < cx
     else:

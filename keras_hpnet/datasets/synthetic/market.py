@@ -58,7 +58,8 @@ def _check(cfg: Config):
     if not (1 <= cfg.min_images <= cfg.max_images):
         raise ValueError("need 1 <= min_images <= max_images")
     if min(cfg.train_max_cameras, cfg.train_min_images, cfg.train_max_images) < 0:
-        raise ValueError("train_max_cameras, train_min_images and train_max_images must be >= 0 (0 = as the test split)")
+        raise ValueError("train_max_cameras, train_min_images and train_max_images must be >= 0 "
+                         "(0 = as the test split)")
     if cfg.num_train_ids < 1 or cfg.num_test_ids < 1:
         raise ValueError("num_train_ids and num_test_ids must be >= 1")
     if cfg.num_train_ids + cfg.num_test_ids > 9998:
