@@ -15,6 +15,9 @@ VARIANTS = {"market": (Config, lambda cfg: market_plan(cfg)[0]), "pa100k": (Conf
 
 
 def main(argv):
+    if len(argv) != 5 or argv[0] not in VARIANTS:
+        raise SystemExit(f"usage: python -m keras_hpnet.datasets.synthetic {{{','.join(VARIANTS)}}} "
+                         "CONFIG_JSON OUT_DIR W WORKERS (a generation worker)")
     variant, cfg_json, out_dir, w, workers = argv
     config, plan = VARIANTS[variant]
     cfg = config(**json.loads(cfg_json))
