@@ -9,7 +9,8 @@ import tensorflow as tf
 
 import keras
 from keras_hpnet import losses
-from training.loop import CheckpointStore, NonFiniteLossError, Trainer
+from training.checkpoint import CheckpointStore, checkpoint_variables
+from training.loop import NonFiniteLossError, Trainer
 from training.schedule import WarmupMultiStep
 from keras_hpnet.models.tiny import TinyNet
 
@@ -83,7 +84,6 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert info["step"] == 8
     # the kept checkpoint holds finite weights
     model = TinyNet(C, 0, input_size=(32, 16))
-    from training.loop import checkpoint_variables
     ckpt = tf.train.Checkpoint(model=checkpoint_variables(model.weights))
     ckpt.read(str(tmp_path / "checkpoints" / info["prefix"])).expect_partial()
     assert all(np.all(np.isfinite(w)) for w in _weights(model))

@@ -1,0 +1,140 @@
+"""The run directory: one run at a time, storage failures as clear errors.
+
+- :class:`RunLock`: an exclusive ``fcntl.flock`` on ``<out_dir>/.lock``
+  (the file holds the holder's pid, host and start time). A second run into
+  the same directory fails at once, naming the holder; the kernel drops the
+  lock when the holder's process ends, however it ends (kill -9 included),
+  so a stale lock never blocks a resume. The file itself stays: unlinking a
+  flock'ed file lets two processes lock two different inodes of one name.
+- :func:`storage_error`: a full disk, a quota, a read-only or unwritable
+  directory (an ``OSError`` or the TensorFlow error wrapping the same errno)
+  becomes a :class:`RunDirError` naming the path.
+- :func:`claim`: both around a whole run (``training.fit.run``).
+
+Standard library only; TensorFlow errors are recognised when TensorFlow is
+already loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+
+LOCK_NAME = ".lock"
+
+# errno -> what the user is told; os.strerror(errno) is also how TensorFlow
+# words the same failure ("<path>; No space left on device").
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+class RunDirError(OSError):
+    """The run directory cannot be used: another run holds it, it is not
+    writable or full, or none of its checkpoints restores (exit status 2)."""
+
+
+def storage_error(error: BaseException, path: str) -> RunDirError | None:
+    """A :class:`RunDirError` naming `path` if `error` is a storage failure, else None."""
+    code = error.errno if isinstance(error, OSError) else _tensorflow_errno(error)
+    if code not in STORAGE_ERRNOS:
+        return None
+    where = getattr(error, "filename", None) or path
+    return RunDirError(code, f"cannot write {where}: {STORAGE_ERRNOS[code]} ({os.strerror(code)}). "
+                             "Free space or choose a writable --out_dir; the last complete checkpoint is kept")
+
+
+def _tensorflow_errno(error: BaseException):
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(error, tf.errors.OpError):
+        return None
+    text = str(error.message)
+    for code in STORAGE_ERRNOS:
+        if os.strerror(code) in text:
+            return code
+    return None
+
+
+class RunLock:
+    """Exclusive lock on a run directory (see the module docstring)."""
+
+    def __init__(self, directory: str, what: str = "training run"):
+        self.directory = directory
+        self.path = os.path.join(directory, LOCK_NAME)
+        self.what = what
+        self._fd = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise storage_error(e, self.path) or e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise RunDirError(errno.EBUSY, f"{self.directory} is in use by another {self.what} ({holder}); "
+                                           "wait for it to end or use another --out_dir") from None
+        try:
+            stamp = {"pid": os.getpid(), "host": socket.gethostname(),
+                     "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(stamp) + "\n").encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise storage_error(e, self.path) or e
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _read_holder(fd) -> str:
+    try:
+        stamp = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        stamp = {}
+    if "pid" not in stamp:
+        return "pid unknown: it is starting"
+    return f"pid {stamp['pid']} on {stamp.get('host', '?')}, started {stamp.get('started', '?')}"
+
+
+@contextlib.contextmanager
+def claim(directory: str, *, lock: bool = True):
+    """Hold the run directory for the block (``lock``: False on the non-chief
+    workers of a multi-worker run, which do not write it); a storage failure
+    inside the block is re-raised as a :class:`RunDirError`."""
+    held = RunLock(directory).acquire() if lock else None
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e, RunDirError):
+            raise
+        converted = storage_error(e, directory)
+        if converted is None:
+            raise
+        raise converted from e
+    finally:
+        if held is not None:
+            held.release()
