@@ -24,7 +24,7 @@ def _data():
     return imgs, pids
 
 
-def _trainer(out_dir, *, epochs=3, nan_at_step=None, max_steps=0, lr=0.05):
+def _trainer(out_dir, *, epochs=3, nan_at_step=None, max_steps=0, lr=0.05, hooks=None, verbose=0):
     imgs, pids = _data()
     seen = []
 
@@ -45,7 +45,7 @@ def _trainer(out_dir, *, epochs=3, nan_at_step=None, max_steps=0, lr=0.05):
     trainer = Trainer(strategy=tf.distribute.get_strategy(), model=model, optimizer=opt, loss_fn=loss_fn,
                       dataset_fn=dataset_fn, per_replica_batch_size=8, steps_per_epoch=N // 8, epochs=epochs,
                       out_dir=str(out_dir) if out_dir else None, checkpoint_every=4, max_steps=max_steps,
-                      verbose=0)
+                      verbose=verbose, hooks=hooks)
     return trainer
 
 
