@@ -28,14 +28,16 @@ import sys
 
 LOCK_NAME = ".lock"
 
-# errno -> what the user is told; os.strerror(errno) is also how TensorFlow
-# words the same failure ("<path>; No space left on device").
+# errno -> (what the user is told, what to do); os.strerror(errno) is also
+# how TensorFlow words the same failure ("<path>; No space left on device").
+_FULL = "free space and run the same command again: it resumes from the last complete checkpoint"
+_READ_ONLY = "use a writable --out_dir"
 STORAGE_ERRNOS = {
-    errno.ENOSPC: "the disk is full",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: ("the disk is full", _FULL),
+    errno.EDQUOT: ("the disk quota is exceeded", _FULL),
+    errno.EROFS: ("the file system is read-only", _READ_ONLY),
+    errno.EACCES: ("permission denied", _READ_ONLY),
+    errno.EPERM: ("operation not permitted", _READ_ONLY),
 }
 
 
@@ -43,15 +45,17 @@ class RunDirError(OSError):
     """The run directory cannot be used: another run holds it, it is not
     writable or full, or none of its checkpoints restores (exit status 2)."""
 
+    def __str__(self):
+        return self.strerror or super().__str__()  # the message, without "[Errno N]"
+
 
 def storage_error(error: BaseException, path: str) -> RunDirError | None:
     """A :class:`RunDirError` naming `path` if `error` is a storage failure, else None."""
     code = error.errno if isinstance(error, OSError) else _tensorflow_errno(error)
     if code not in STORAGE_ERRNOS:
         return None
-    where = getattr(error, "filename", None) or path
-    return RunDirError(code, f"cannot write {where}: {STORAGE_ERRNOS[code]} ({os.strerror(code)}). "
-                             "Free space or choose a writable --out_dir; the last complete checkpoint is kept")
+    what, todo = STORAGE_ERRNOS[code]
+    return RunDirError(code, f"cannot write {getattr(error, 'filename', None) or path}: {what}; {todo}")
 
 
 def _tensorflow_errno(error: BaseException):
