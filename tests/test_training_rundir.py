@@ -138,3 +138,17 @@ def test_full_disk_writing_history_is_a_run_dir_error(data_dir, tmp_path, monkey
     assert not [f for f in os.listdir(out / "checkpoints") if f.endswith("_temp")]
     with RunLock(str(out)):  # the failed run let go of the directory
         pass
+
+
+def test_only_the_run_directory_s_storage_errors_are_its_own(tmp_path):
+    from training.rundir import claim
+
+    out = tmp_path / "run"
+    with pytest.raises(RunDirError, match=rf"cannot write {out}/metrics.json: the disk is full"):
+        with claim(str(out)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "metrics.json"))
+    # a data set file that cannot be read is not a run-directory problem: raised as it is
+    with pytest.raises(PermissionError) as caught:
+        with claim(str(out)):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "data" / "0001.jpg"))
+    assert not isinstance(caught.value, RunDirError)

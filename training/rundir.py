@@ -114,6 +114,17 @@ class RunLock:
         self.release()
 
 
+def _names_file_in(error, directory) -> bool:
+    """Whether `error` is about a file inside `directory` (its ``filename``,
+    or the message of a TensorFlow error, which has no such field)."""
+    root = os.path.abspath(directory)
+    filename = getattr(error, "filename", None)
+    if filename is not None:
+        path = os.path.abspath(os.fsdecode(filename))
+        return os.path.commonpath([path, root]) == root
+    return root in str(error) or os.path.normpath(directory) in str(error)
+
+
 def _read_holder(fd) -> str:
     try:
         stamp = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
@@ -128,15 +139,15 @@ def _read_holder(fd) -> str:
 def claim(directory: str, *, lock: bool = True):
     """Hold the run directory for the block (``lock``: False on the non-chief
     workers of a multi-worker run, which do not write it); a storage failure
-    inside the block is re-raised as a :class:`RunDirError`."""
+    inside the block on a file of the directory is re-raised as a
+    :class:`RunDirError` (one elsewhere, e.g. reading the data set, is not
+    the run directory's)."""
     held = RunLock(directory).acquire() if lock else None
     try:
         yield
     except Exception as e:
-        if isinstance(e, RunDirError):
-            raise
-        converted = storage_error(e, directory)
-        if converted is None:
+        converted = None if isinstance(e, RunDirError) else storage_error(e, directory)
+        if converted is None or not _names_file_in(e, directory):
             raise
         raise converted from e
     finally:
