@@ -94,7 +94,7 @@ def test_checkpoint_pointer_is_the_commit_point(tmp_path):
     store = CheckpointStore(tf.train.Checkpoint(v=v), str(tmp_path), keep=5)
     store.save(1)
     v.assign(2.0)
-    # a crash after the files of step 2 but before the pointer: step 1 still wins
+    # a crash after the files of step 2 but before its record and the pointer: step 1 still wins
     tf.train.Checkpoint(v=v).write(str(tmp_path / "ckpt-00000002"))
     v.assign(0.0)
     assert store.restore()["step"] == 1 and float(v.numpy()) == 1.0

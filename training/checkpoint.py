@@ -112,7 +112,7 @@ class CheckpointStore:
                 skipped.append((LATEST, f"does not read ({_describe(e)})"))
         elif records:
             skipped.append((LATEST, "is missing"))
-        newest_first = sorted(records.items(), key=lambda item: int(item[1]["step"]), reverse=True)
+        newest_first = sorted(records.items(), key=lambda item: item[1]["step"], reverse=True)
         return newest_first, skipped
 
     def _damage(self, name, record):
@@ -207,7 +207,9 @@ class CheckpointStore:
 def _read_record(path):
     with open(path, encoding="utf-8") as f:
         record = json.load(f)
-    int(record["step"]), str(record["prefix"])  # the fields a restore needs
+    if not isinstance(record, dict) or not isinstance(record.get("prefix"), str):
+        raise ValueError(f"{path}: no checkpoint prefix")
+    record["step"] = int(record["step"])  # KeyError / ValueError when missing or not a number
     return record
 
 
