@@ -205,8 +205,13 @@ def run(cfg: TrainConfig, strategy=None, verbose=1) -> dict:
     """Train (resuming if possible), save, evaluate. Returns the metrics dict
     (empty on non-chief workers or with ``cfg.evaluate`` False)."""
     t_start = time.time()
-    trainer, ds = train(cfg, strategy, verbose)
-    return finish(cfg, trainer, ds, t_start, verbose)
+    from training import loop, rundir
+
+    if strategy is None:
+        strategy = loop.make_strategy(cfg.strategy)  # before any other TensorFlow use (MWMS)
+    with rundir.claim(cfg.out_dir, lock=loop.is_chief(strategy)):  # one run per directory; storage errors
+        trainer, ds = train(cfg, strategy, verbose)
+        return finish(cfg, trainer, ds, t_start, verbose)
 
 
 def train(cfg: TrainConfig, strategy=None, verbose=1):
@@ -364,10 +369,11 @@ def main(argv):
         _fail(e, 2)
     from keras_hpnet.datasets.base import DatasetError
     from training.loop import NonFiniteLossError
+    from training.rundir import RunDirError
 
     try:
         run(cfg)
-    except (ConfigError, DatasetError) as e:
+    except (ConfigError, DatasetError, RunDirError) as e:
         _fail(e, 2)
     except NonFiniteLossError as e:
         _fail(e, 3)
