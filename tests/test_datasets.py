@@ -257,7 +257,9 @@ def test_custom_csv_reid_and_attribute_manifests(tmp_path):
     att = tmp_path / "att"
     att.mkdir()
     for s in ("train", "val", "test"):
-        _csv(att / f"{s}.csv", ["path,pid,camid,female", "../imgs/a.jpg,-1,-1,1", "../imgs/b.jpg,-1,-1,0"])
+        # images outside the CSV's folder: absolute paths (a relative path may not leave it)
+        _csv(att / f"{s}.csv", ["path,pid,camid,female", f"{tmp_path}/imgs/a.jpg,-1,-1,1",
+                                f"{tmp_path}/imgs/b.jpg,-1,-1,0"])
     ds = datasets.load("custom", str(att))
     assert ds.kind == "attribute" and set(ds.splits) == {"train", "val", "test"} and ds.val[1].attributes.tolist() == [0]
 
