@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_hpnet.datasets.report import DataReport, DatasetWarning, SkipCounter, write_report  # noqa: F401
+from keras_hpnet.preprocessing import IMAGE_EXTENSIONS
 
 REID_SPLITS = ("train", "query", "gallery")
 ATTRIBUTE_SPLITS = ("train", "val", "test")
@@ -133,10 +134,6 @@ def relabel(records: list) -> list:
 
 
 MARKET_NAME = re.compile(r"^([-\d]+)_c(\d+)")
-
-
-# Read with TF's decoders (.jpg .png .bmp) or Pillow's (the rest; keras_hpnet.data.validate decides per file).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def list_images(folder: str, skips: SkipCounter | None = None) -> list:
