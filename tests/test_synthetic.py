@@ -1,5 +1,6 @@
 """The embedded synthetic dataset: layout, names, .mat round trip, determinism,
-atomic generation, raw-pixel difficulty, and the PA-100K-style variant."""
+pinned bytes and cache keys, atomic generation, raw-pixel difficulty, and the
+PA-100K-style variant."""
 
 import hashlib
 import os
@@ -7,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-import scipy.io
 from PIL import Image
 
 from keras_hpnet import datasets
@@ -15,30 +15,33 @@ from keras_hpnet.datasets import synthetic
 
 SMALL = dict(num_train_ids=6, num_test_ids=5, num_cameras=4, max_cameras=3, max_images=3, num_distractors=3,
              num_junk=2)
+SMALL_PA100K = dict(num_train=12, num_val=4, num_test=4)
 NAME = re.compile(r"^(-1|\d{4})_c([1-9])s([1-6])_(\d{6})_(\d{2})\.jpg$")
 
 
-def _digest(folder):
-    h = hashlib.sha1()
-    for dirpath, _, files in sorted(os.walk(folder)):
-        for f in sorted(files):
-            if f.endswith(".jpg"):
-                h.update(f.encode())
-                with open(os.path.join(dirpath, f), "rb") as fh:
-                    h.update(fh.read())
-            elif f.endswith(".mat"):  # the .mat header holds a creation time: compare the content
-                mat = scipy.io.loadmat(os.path.join(dirpath, f), squeeze_me=True, struct_as_record=False)
-                for part in ("train", "test"):
-                    sub = getattr(mat["market_attribute"], part)
-                    for field in sub._fieldnames:
-                        h.update(f"{part}.{field}={np.atleast_1d(getattr(sub, field)).tolist()}".encode())
-    return h.hexdigest()
+def _tree_sha256(folder):
+    """sha256 of the sorted "relative path file-sha256" lines of every file under `folder`;
+    a .mat file is hashed without its 116-byte text header (it holds scipy's "Created on" time)."""
+    lines = []
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            path = os.path.join(dirpath, f)
+            with open(path, "rb") as fh:
+                data = fh.read()
+            rel = os.path.relpath(path, folder).replace(os.sep, "/")
+            lines.append(f"{rel} {hashlib.sha256(data[116:] if f.endswith('.mat') else data).hexdigest()}")
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("syn"))
     return datasets.load("synthetic", root, **SMALL), root
+
+
+@pytest.fixture(scope="module")
+def small_pa100k(tmp_path_factory):
+    return datasets.load("synthetic_pa100k", str(tmp_path_factory.mktemp("syn100k")), **SMALL_PA100K)
 
 
 def test_layout_names_junk_distractors(small):
@@ -86,12 +89,41 @@ def test_attribute_mat_round_trip_matches_rendered_identities(small):
 def test_deterministic_by_seed_and_worker_count(tmp_path, small):
     ds, _ = small
     a = synthetic.generate_market(str(tmp_path / "a"), workers=2, **SMALL)  # 2 processes
-    assert _digest(a) == _digest(ds.root)  # the fixture used 1 process
+    assert _tree_sha256(a) == _tree_sha256(ds.root)  # the fixture used 1 process
     b = synthetic.generate_market(str(tmp_path / "b"), workers=1, seed=1, **SMALL)
-    assert _digest(b) != _digest(a)
+    assert _tree_sha256(b) != _tree_sha256(a)
     img1, v1 = synthetic.render_image(3, 17, 2, 99)
     img2, v2 = synthetic.render_image(3, 17, 2, 99)
     assert v1 == v2 and np.array_equal(img1, img2) and img1.shape == (128, 64, 3)
+
+
+def test_pinned_bytes_and_cache_keys(small, small_pa100k):
+    """The renderer's output is pinned: every file of the two small datasets
+    (JPEGs, marker json, .mat content) and the pixels of five rendered images
+    (both views forced and sampled, junk, the PA-100K key range) hash to the
+    values the renderer v5 gave when these pins were written (before it became
+    a package); the cache keys of the default and the small sizes are those it
+    gave, so datasets cached under ~/.cache/keras_hpnet stay valid. A
+    deliberate renderer change updates the pins here and bumps
+    `render.VERSION` (which changes every cache key, so stale caches are
+    regenerated); a change of the pixel pin means the renderer changed, a
+    change of the file pins alone means the JPEG encoder (Pillow) or scipy's
+    .mat writer did."""
+    ds, _ = small
+    assert _tree_sha256(ds.root) == "67f9f5ea3c557b4143c30984fc744915f0c8971bf219d4e37711c18b06be493d"
+    assert _tree_sha256(small_pa100k.root) == "b42fcc24388e6a9ac28cdc820272363fc770a33131c8e20c1279fdbe414dda4d"
+    h = hashlib.sha256()
+    for seed, person, cam, image, junk, view in [(0, 3, 0, 1, False, None), (0, 7, 2, 5, False, "side"),
+                                                 (0, 11, 4, 9, True, None), (2, 40001, 1, 100001, False, "back"),
+                                                 (0, 5, 3, 12, False, "front")]:
+        img, view = synthetic.render_image(seed, person, cam, image, junk=junk, view=view)
+        h.update(view.encode())
+        h.update(img.tobytes())
+    assert h.hexdigest() == "8c8f8b316d852d64ec8561dfe2ccdfbc3865f0b432d5c658d169dad40e7b799a"
+    assert os.path.basename(ds.root) == "synthetic_market_790cdd8c9e"
+    assert os.path.basename(small_pa100k.root) == "synthetic_pa100k_be1f427029"
+    assert synthetic.Config().key("market") == "49b88cafad"
+    assert synthetic.Config100k().key("pa100k") == "3f207190bf"
 
 
 def test_reuse_and_atomic_generation(tmp_path, monkeypatch):
@@ -102,7 +134,7 @@ def test_reuse_and_atomic_generation(tmp_path, monkeypatch):
         calls.append(1)
         raise KeyboardInterrupt("killed mid-generation")
 
-    monkeypatch.setattr(synthetic, "_run_jobs", boom)
+    monkeypatch.setattr(synthetic.market, "run_jobs", boom)
     with pytest.raises(KeyboardInterrupt):
         datasets.load("synthetic", root, **SMALL)
     assert os.listdir(root) == []  # no half dataset, no temp folder left behind
@@ -110,7 +142,7 @@ def test_reuse_and_atomic_generation(tmp_path, monkeypatch):
     first = datasets.load("synthetic", root, **SMALL)
     marker = os.path.join(first.root, synthetic.MARKER)
     mtime = os.path.getmtime(marker)
-    monkeypatch.setattr(synthetic, "_run_jobs", boom)
+    monkeypatch.setattr(synthetic.market, "run_jobs", boom)
     again = datasets.load("synthetic", root, **SMALL)  # reused, not regenerated
     assert calls == [1] and os.path.getmtime(marker) == mtime and len(again.train) == len(first.train)
     # a folder with the right name but no marker is never trusted
@@ -136,8 +168,8 @@ def test_raw_pixel_rank1_is_low(tmp_path):
     assert 0.0 <= m["rank1"] <= 0.40 and m["mAP"] <= 0.40
 
 
-def test_pa100k_variant_through_real_reader(tmp_path):
-    ds = datasets.load("synthetic_pa100k", str(tmp_path), num_train=12, num_val=4, num_test=4)
+def test_pa100k_variant_through_real_reader(small_pa100k):
+    ds = small_pa100k
     assert ds.kind == "attribute" and ds.attribute_names == list(synthetic.PA100K_ATTRIBUTES)
     assert [len(ds.train), len(ds.val), len(ds.test)] == [12, 4, 4]
     assert os.path.basename(ds.val[0].path) == "000013.jpg" and os.path.basename(os.path.dirname(ds.val[0].path)) == "data"
@@ -148,7 +180,7 @@ def test_pa100k_variant_through_real_reader(tmp_path):
     assert (labels[:, names.index("ShortSleeve")] + labels[:, names.index("LongSleeve")] == 1).all()
     ages = labels[:, [names.index(n) for n in ("AgeOver60", "Age18-60", "AgeLess18")]]
     assert (ages.sum(1) == 1).all()
-    jobs = synthetic.pa100k_plan(synthetic.Config100k(num_train=12, num_val=4, num_test=4))
+    jobs = synthetic.pa100k_plan(synthetic.Config100k(**SMALL_PA100K))
     exp = synthetic.pa100k_labels(synthetic.make_person(0, jobs[13][1]), jobs[13][5])
     np.testing.assert_array_equal(ds.val[1].attributes, exp)
 
