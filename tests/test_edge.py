@@ -13,20 +13,10 @@ from edge import preprocess
 from edge.gallery import Gallery, build_gallery, parse_identity
 from edge.runtime import EdgeModel, ModelError
 from edge.stream import IdentityAssigner, process_images, watch_folder
+from support import person_crop as _person
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IDS = 5
-
-
-def _person(rng, colours, h=64, w=32):
-    """A synthetic person crop: two coloured body halves with a little jitter and noise."""
-    img = np.empty((h, w, 3), np.float32)
-    cut = h // 2 + int(rng.integers(-3, 4))
-    img[:cut] = colours[0]
-    img[cut:] = colours[1]
-    img[: h // 5, w // 3: 2 * w // 3] = colours[2]  # "head"
-    img += rng.normal(0, 12, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")

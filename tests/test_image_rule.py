@@ -15,22 +15,11 @@ from keras_hpnet.data.resize import resize_uint8
 from keras_hpnet.datasets.baseline import load_pixels
 from keras_hpnet.preprocessing import load_rgb, prepare
 from keras_hpnet.viz import _draw
+from support import person_crop
 
 Rec = collections.namedtuple("Rec", "path pid camid attributes")
 CROPS = [(128, 48), (300, 120), (64, 32), (500, 200)]  # (H, W) as detectors give them
 TARGETS = [(160, 64), (256, 128)]  # HA-CNN/HAT-CNN and HP-Net-like inputs
-
-
-def person(rng, h, w):
-    """A crop with smooth regions, hard edges and sensor noise (like a pedestrian photo)."""
-    small = rng.integers(0, 256, (6, 3, 3)).astype(np.float64)
-    y = np.linspace(0, 5, h)[:, None]
-    x = np.linspace(0, 2, w)[None, :]
-    y0, x0 = np.floor(y).astype(int).clip(0, 4), np.floor(x).astype(int).clip(0, 1)
-    img = small[y0, x0] * (1 - (y - y0))[..., None] + small[y0 + 1, x0] * (y - y0)[..., None]
-    img[h // 3: h // 2, w // 4: 3 * w // 4] = rng.integers(0, 256, 3)  # a hard-edged torso patch
-    img += rng.normal(0, 8, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +28,7 @@ def crops(tmp_path_factory):
     rng = np.random.default_rng(0)
     paths = []
     for h, w in CROPS:
-        image = Image.fromarray(person(rng, h, w))
+        image = Image.fromarray(person_crop(rng, rng.uniform(0, 255, (3, 3)), h, w))
         for ext, kw in (("jpg", {"quality": 90}), ("png", {}), ("bmp", {})):
             path = str(root / f"{h}x{w}.{ext}")
             image.save(path, **kw)
