@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_hpnet.data import augment, resize, sampler, validate
 from keras_hpnet.data.validate import check_images
-from keras_hpnet.preprocessing import ImageError
+from keras_hpnet.preprocessing import ImageError, load_rgb
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -53,8 +53,7 @@ def _labels_of(records, good):
 
 
 def _pil_decode(path):
-    from keras_hpnet.preprocessing import load_rgb
-
+    """The numpy side's reader (keras_hpnet.preprocessing.load_rgb) for a TF path (bytes)."""
     return load_rgb(os.fsdecode(path))
 
 
