@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import warnings
+
+from keras_hpnet.data import validate  # the pipeline's image check; no TensorFlow
 
 REPORT_FORMAT = 1
 EXAMPLES = 3  # file names kept per reason
@@ -21,11 +22,6 @@ EXAMPLES = 3  # file names kept per reason
 
 class DatasetWarning(UserWarning):
     """Something was skipped while reading a dataset (counted, named)."""
-
-
-def _printable(text) -> str:
-    """`text` with undecodable file-name bytes (surrogate escapes) shown as \\xNN."""
-    return os.fsencode(text).decode("utf-8", "backslashreplace") if isinstance(text, str) else str(text)
 
 
 class SkipCounter:
@@ -40,11 +36,12 @@ class SkipCounter:
         self.counts[reason] += 1
         kept = self.examples.setdefault(reason, [])
         if len(kept) < EXAMPLES:
-            kept.append(_printable(example))
+            kept.append(validate.display_path(example))
 
     def warn(self):
         for reason, n in self.counts.items():
-            warnings.warn(f"{_printable(self.where)}: skipped {n} item(s): {reason} (e.g. {self.examples[reason][0]})",
+            where = validate.display_path(self.where)
+            warnings.warn(f"{where}: skipped {n} item(s): {reason} (e.g. {self.examples[reason][0]})",
                           DatasetWarning, stacklevel=3)
         return dict(self.counts)
 
@@ -65,7 +62,7 @@ class DataReport:
 
     def add_reader(self, counter: SkipCounter) -> None:
         if counter.counts:
-            merged = self.readers.setdefault(_printable(counter.where), {})
+            merged = self.readers.setdefault(validate.display_path(counter.where), {})
             for reason, entry in counter.to_dict().items():
                 old = merged.setdefault(reason, {"count": 0, "examples": []})
                 old["count"] += entry["count"]
@@ -79,11 +76,9 @@ class DataReport:
     def check_images(self, dataset) -> None:
         """Run the pipeline's image check on every split of `dataset` (cached per
         file: after training or evaluation this costs a `stat` per image)."""
-        from keras_hpnet.data.validate import check_images
-
         for split, records in dataset.splits.items():
             if records:
-                self.add_images(split, check_images(records, warn=False))
+                self.add_images(split, validate.check_images(records, warn=False))
 
     def totals(self) -> dict:
         """{"skipped": n, "decoded_with_pillow": n} over readers and splits."""
@@ -104,6 +99,6 @@ def write_report(dataset, path: str, *, check_images: bool = True) -> dict:
     report = dataset.report
     if check_images:
         report.check_images(dataset)
-    data = {"dataset": dataset.name, "root": _printable(dataset.root or ""), **report.to_dict()}
+    data = {"dataset": dataset.name, "root": validate.display_path(dataset.root or ""), **report.to_dict()}
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
     return data
