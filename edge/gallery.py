@@ -215,7 +215,7 @@ class Gallery:
             raise ValueError(f"gallery {npz_path}: cannot read arrays, truncated or not a gallery .npz "
                              f"({type(e).__name__}: {e})") from None
         n = len(info["identities"])
-        if emb.ndim != 2 or emb.shape[0] != n or not np.issubdtype(emb.dtype, np.floating):
+        if emb.ndim == 0 or emb.shape[0] != n or (n and (emb.ndim != 2 or not np.issubdtype(emb.dtype, np.floating))):
             raise ValueError(f"gallery {npz_path}: embeddings of shape {emb.shape} ({emb.dtype}) but {json_path} "
                              f"lists {n} identities")
         size = info.get("embedding_size")
