@@ -58,6 +58,7 @@ def cmd_query(args) -> int:
 
     model = _load_model(args)
     gallery = Gallery.load(args.gallery)
+    gallery.check_model(model.metadata, f"gallery {args.gallery}")
     if os.path.isdir(args.image):
         paths = preprocess.list_images(args.image)
         if not paths:
@@ -91,9 +92,10 @@ def cmd_stream(args) -> int:
     model = _load_model(args)
     if args.gallery:
         gallery = Gallery.load(args.gallery)
+        gallery.check_model(model.metadata, f"gallery {args.gallery}")
     else:
         gallery = Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names,
-                          model_name=model.metadata.model_name)
+                          model_name=model.metadata.model_name, input_size=list(model.input_size))
     assigner = stream.IdentityAssigner(gallery, args.threshold)
     skipped: list = []
     if args.video:

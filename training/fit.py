@@ -297,6 +297,8 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
         max_steps=cfg.max_steps, verbose=verbose, stages=stages)
     with loop.dtype_policy(cfg.precision):  # the step is traced under the training policy
         trainer.fit()
+    if chief:  # what the readers and the image check skipped (docs/datasets.md)
+        ds.write_report(os.path.join(cfg.out_dir, "data_report.json"))
     return trainer, ds
 
 
