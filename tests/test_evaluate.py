@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 
 from keras_hpnet.datasets import PedestrianDataset, Record
-from keras_hpnet import viz
 from keras_hpnet.evaluation import (attribute_free_dims, callable_predictor, evaluate, evaluate_model, extract,
                                     keras_predictor, subsample)
 from training import evaluate as evaluate_cli
@@ -510,24 +509,6 @@ def viz_palette():
 
 def mask_of_colour(img, colour):
     return np.all(img == np.asarray(colour, np.uint8), axis=-1)
-
-
-def test_attention_rows_for_hacnn_and_hpnet_outputs():
-    boxes = np.tile(np.array([[0, 0, 0.25, 1]], np.float32), (2, 4, 1))
-    hacnn = {f"soft_level{i}": np.random.rand(2, 40 // i, 16 // i) for i in (1, 2, 3)}
-    hacnn.update({f"boxes_level{i}": boxes + 0.1 * i for i in (1, 2, 3)})
-    hacnn.update({f"translations_level{i}": np.zeros((2, 4, 2)) for i in (1, 2, 3)})
-    (row,) = viz.attention_rows(hacnn, 1)
-    assert row["map_titles"] == ["soft L1", "soft L2", "soft L3"]
-    np.testing.assert_array_equal(row["maps"][1], hacnn["soft_level2"][1])
-    np.testing.assert_allclose(row["map_boxes"][2], boxes[1] + 0.3)  # each level's own regions
-    np.testing.assert_allclose(row["boxes"], boxes[1] + 0.1)  # level 1's on the input panel
-    hpnet = {f"mda{m}": np.random.rand(2, 16 // m, 8 // m, 8) for m in (1, 2, 3)}
-    rows = viz.attention_rows(hpnet, 0)
-    assert [r["label"] for r in rows] == ["MDA1: 8 attention maps (16x8)", "MDA2: 8 attention maps (8x4)",
-                                          "MDA3: 8 attention maps (5x2)"]
-    np.testing.assert_array_equal(rows[2]["maps"][7], hpnet["mda3"][0, ..., 7])
-    assert viz.attention_rows({}, 0) == []
 
 
 def test_fit_and_evaluate_import_together():

@@ -28,12 +28,12 @@ def evaluation_dataset(config: dict, max_images: int | None = None, seed: int = 
     return subsample(run_dataset(config), max_images, seed)
 
 
-def describe(dataset) -> str:
-    """What is evaluated, e.g. `synthetic query (20) + gallery (40)`."""
-    splits = dataset.splits
+def describe(dataset, name: str | None = None) -> str:
+    """What is evaluated, e.g. `synthetic query (20) + gallery (40)` (`name`: default the dataset's)."""
+    splits, name = dataset.splits, name or dataset.name
     if splits.get("query") and splits.get("gallery"):
-        return f"{dataset.name} query ({len(splits['query'])}) + gallery ({len(splits['gallery'])})"
-    return f"{dataset.name} test ({len(splits.get('test') or [])})"
+        return f"{name} query ({len(splits['query'])}) + gallery ({len(splits['gallery'])})"
+    return f"{name} test ({len(splits.get('test') or [])})"
 
 
 def tflite_predictor(model_path: str, num_threads: int | None = None):
@@ -49,8 +49,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, np.float64)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return (a * b).sum(1) / np.maximum(den, 1e-12)
-
-
 
 
 def compare(reference: dict, outputs: dict) -> dict:
@@ -101,8 +99,8 @@ def _target(report: dict) -> dict | None:
             "detail": ", ".join(f"{k} {-g:+.2f} points" for k, g in gaps.items())}
 
 
-def write_parity(path: str, report: dict) -> None:
-    """Merge `report` into the parity report at `path` (JSON; table beside it as .txt)."""
+def write_parity(path: str, report: dict) -> dict:
+    """Merge `report` into the parity report at `path` (JSON; table beside it as .txt); returns the merged report."""
     if os.path.isfile(path):
         try:
             with open(path, encoding="utf-8") as f:
@@ -122,11 +120,11 @@ def write_parity(path: str, report: dict) -> None:
     return report
 
 
-
-
-def parity_report(model, dataset, exported, *, attribute_names=None, num_threads=None, **info) -> dict:
+def parity_report(model, dataset, exported, *, attribute_names=None, num_threads=None, dataset_name=None,
+                  **info) -> dict:
     """The report (not yet written) of `exported` (`Exported` files) against `model` on `dataset`.
 
+    `dataset_name`: how the report names the dataset (the run's config name);
     `info`: fields recorded as they are (run_dir, model name).
     """
     from keras_hpnet.evaluation import evaluate_model
@@ -137,7 +135,8 @@ def parity_report(model, dataset, exported, *, attribute_names=None, num_threads
 
     ref, row = evaluate()
     reference = ref.outputs()
-    report = dict(info, evaluation=describe(dataset), reference="keras float32 (model.keras)", variants={"keras": row})
+    report = dict(info, evaluation=describe(dataset, dataset_name), reference="keras float32 (model.keras)",
+                  variants={"keras": row})
     for e in exported:
         result, metrics = evaluate(tflite_predictor(e.path, num_threads))
         row = {"path": os.path.basename(e.path), "size_bytes": e.size_bytes}
