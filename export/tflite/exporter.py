@@ -88,7 +88,7 @@ def export_run(run_dir: str, quantizations, *, io_type: str | None = None, out: 
         dataset = evaluation_dataset(run.config, max_eval_images)
         report = parity_report(run.model, dataset, exported, attribute_names=run.metadata.attribute_names or None,
                                num_threads=num_threads, dataset_name=run.config.get("dataset"),
-                               run_dir=os.path.abspath(run_dir), model=name)
+                               info={"run_dir": os.path.abspath(run_dir), "model": name})
         report = write_parity(os.path.join(out_dir, "parity.json"), report)
         if verbose:
             print(f"\nparity on {report['evaluation']} ({os.path.join(out_dir, 'parity.json')}):")

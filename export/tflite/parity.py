@@ -121,11 +121,11 @@ def write_parity(path: str, report: dict) -> dict:
 
 
 def parity_report(model, dataset, exported, *, attribute_names=None, num_threads=None, dataset_name=None,
-                  **info) -> dict:
+                  info=None) -> dict:
     """The report (not yet written) of `exported` (`Exported` files) against `model` on `dataset`.
 
     `dataset_name`: how the report names the dataset (the run's config name);
-    `info`: fields recorded as they are (run_dir, model name).
+    `info`: fields recorded first, as they are (run_dir, model name).
     """
     from keras_hpnet.evaluation import evaluate_model
 
@@ -135,7 +135,7 @@ def parity_report(model, dataset, exported, *, attribute_names=None, num_threads
 
     ref, row = evaluate()
     reference = ref.outputs()
-    report = dict(info, evaluation=describe(dataset, dataset_name), reference="keras float32 (model.keras)",
+    report = dict(info or {}, evaluation=describe(dataset, dataset_name), reference="keras float32 (model.keras)",
                   variants={"keras": row})
     for e in exported:
         result, metrics = evaluate(tflite_predictor(e.path, num_threads))
