@@ -55,7 +55,7 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     ds = datasets.load("synthetic", FLAGS.data_dir, **sizes)
     train = ds.splits["train"]
-    # The labelled query + gallery images, as training.evaluation scores attributes.
+    # The labelled query + gallery images, as keras_hpnet.evaluation scores attributes.
     test = [r for r in ds.splits["query"] + ds.splits["gallery"] if r.attributes is not None]
     names = list(ds.attribute_names)
     ratio = losses.attribute_positive_ratio(np.stack([r.attributes for r in train]))

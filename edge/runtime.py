@@ -17,35 +17,24 @@ import numpy as np
 from keras_hpnet.metadata import ModelMetadata
 from edge import preprocess
 
-DELEGATES = ("xnnpack", "none")
-
 
 class ModelError(ValueError):
     """A model or sidecar file that cannot be used (the message names it)."""
 
 
 def _litert():
-    """(Interpreter, load_delegate, OpResolverType, backend name)."""
+    """(Interpreter, load_delegate, OpResolverType) of ai_edge_litert, else tflite_runtime."""
     try:
         from ai_edge_litert import interpreter as mod
-
-        name = "ai_edge_litert"
     except ImportError:
         try:
             from tflite_runtime import interpreter as mod
-
-            name = "tflite_runtime"
         except ImportError:
             raise ImportError(
                 "the edge runtime needs LiteRT: pip install ai-edge-litert "
                 "(or tflite-runtime where the board ships it)"
             ) from None
-    resolver = getattr(mod, "OpResolverType", None)
-    return mod.Interpreter, mod.load_delegate, resolver, name
-
-
-def backend_name() -> str:
-    return _litert()[3]
+    return mod.Interpreter, mod.load_delegate, getattr(mod, "OpResolverType", None)
 
 
 def sidecar_path(model_path: str) -> str:
@@ -61,7 +50,7 @@ def make_interpreter(model_path: str, num_threads: int | None = None, delegate: 
     builtin kernels only) or the path of an external delegate library
     (e.g. a vendor NPU/GPU delegate `.so`), loaded with `load_delegate`.
     """
-    Interpreter, load_delegate, OpResolverType, _ = _litert()
+    Interpreter, load_delegate, OpResolverType = _litert()
     if not os.path.isfile(model_path):
         raise ModelError(f"model {model_path}: no such file")
     with open(model_path, "rb") as f:

@@ -41,6 +41,7 @@ def crops(tmp_path_factory):
 def models(tmp_path_factory):
     """A tiny contract model exported as float32 and int8 (uint8 input) with sidecars."""
     from export import tflite
+    from keras_hpnet.evaluation import keras_predictor
     from support import make_tiny_model
     from keras_hpnet.metadata import ModelMetadata
 
@@ -55,7 +56,7 @@ def models(tmp_path_factory):
                                 representative_images=calib, verbose=False)
         paths[q] = e.path
     probe = rng.integers(0, 256, (4, 32, 16, 3)).astype(np.uint8)
-    ref = tflite.keras_outputs(model, probe)
+    ref = keras_predictor(model)(probe)
     return paths, probe, ref
 
 

@@ -1,4 +1,4 @@
-"""training.evaluation (evaluate_run, extract) and python -m training.evaluate.
+"""keras_hpnet.evaluation (the protocol, any predictor) and python -m training.evaluate.
 
 A tiny stand-in model whose ranking feature is the mean colour of the image
 makes every distance, ranking and prediction known in advance: the metrics are
@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 
 from keras_hpnet.datasets import PedestrianDataset, Record
+from keras_hpnet.evaluation import (attribute_free_dims, callable_predictor, evaluate, evaluate_model, extract,
+                                    keras_predictor, subsample)
 from training import evaluate as evaluate_cli
-from training.evaluation import evaluate, evaluate_run, extract
 
 SIZE = (16, 8)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,7 +162,7 @@ def test_extract_returns_features_in_record_order_and_skips_unreadable(tmp_path,
     bad.write_bytes(b"not an image")
     records.insert(2, Record(str(bad), 5, 1, np.array([0, 0], np.uint8)))
     with pytest.warns(Warning):
-        out = extract(ColourNet(num_attributes=2), records, image_size=SIZE, batch_size=4)
+        out = extract(keras_predictor(ColourNet(num_attributes=2)), records, input_size=SIZE, batch_size=4)
     assert out["num_skipped"] == 1
     np.testing.assert_array_equal(out["index"], [0, 1, 3, 4, 5, 6])
     np.testing.assert_allclose(out["embedding"], colour_features(G), atol=1e-6)
@@ -173,7 +174,7 @@ def test_extract_returns_features_in_record_order_and_skips_unreadable(tmp_path,
 
 
 def test_evaluate_run_matches_hand_computed_and_reference(hand_dataset):
-    metrics = evaluate_run(ColourNet(num_attributes=2), hand_dataset, batch_size=3)
+    metrics = evaluate_model(ColourNet(num_attributes=2), hand_dataset, batch_size=3).metrics
     for k, v in HAND.items():
         assert metrics[k] == pytest.approx(v, abs=1e-9), k
     ref = reference_reid(colour_features(Q), colour_features(G), *split_labels())
@@ -194,7 +195,7 @@ def test_attribute_part_of_ranking_feature_reported_both_ways(hand_dataset):
     """HAT-CNN-style feature: with the attribute part the ranking changes; without it
     (`*_without_attributes`) it is the hand-computed colour ranking."""
     model = ColourNet(num_attributes=2, embedding_includes_attributes=True, attribute_scale=3.0)
-    result = evaluate(model, hand_dataset, batch_size=8)
+    result = evaluate_model(model, hand_dataset, batch_size=8)
     m = result.metrics
     for k, v in HAND.items():
         assert m[f"{k}_without_attributes"] == pytest.approx(v, abs=1e-9), k
@@ -208,10 +209,82 @@ def test_attribute_part_of_ranking_feature_reported_both_ways(hand_dataset):
     assert result.per_attribute[1]["pos_ratio"] == pytest.approx(3 / 7)
 
 
+def colour_predictor(images):
+    """ColourNet(num_attributes=2) in numpy: a predictor that is no Keras model."""
+    mean = np.asarray(images, np.float64).mean(axis=(1, 2)) / 255.0
+    return {"embedding": mean[:, :1], "attributes": mean[:, 1:3]}
+
+
+def test_any_predictor_gets_the_same_metrics(hand_dataset, tmp_path):
+    """The protocol is predictor-agnostic: a numpy function and a SavedModel signature
+    score exactly what the Keras model does on the same images."""
+    import tensorflow as tf
+
+    model = ColourNet(num_attributes=2)
+    want = evaluate_model(model, hand_dataset, batch_size=4)
+    plain = evaluate(colour_predictor, hand_dataset, input_size=SIZE, num_attributes=2, batch_size=4)
+    assert plain.metrics == pytest.approx(want.metrics, abs=1e-6)
+    assert plain.metrics["rank1"] == pytest.approx(HAND["rank1"])
+
+    module = tf.Module()
+    module.serve = tf.function(lambda images: model(images, training=False),
+                               input_signature=[tf.TensorSpec([None, *SIZE, 3], tf.uint8, name="images")])
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"serving_default": module.serve})
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    served = callable_predictor(loaded.signatures["serving_default"], input_name="images")
+    via_saved_model = evaluate_model(model, hand_dataset, predict_fn=served, batch_size=3)
+    assert via_saved_model.metrics == pytest.approx(want.metrics, abs=1e-6)
+    out = via_saved_model.outputs()  # query then gallery, the order parity reports compare in
+    np.testing.assert_allclose(out["embedding"], colour_features(Q + G), atol=1e-6)
+    np.testing.assert_allclose(out["attributes"], colour_probs(Q + G), atol=1e-6)
+    with pytest.raises(ValueError, match="no 'embedding'"):
+        evaluate(lambda x: {"features": x}, hand_dataset, input_size=SIZE)
+
+
+def test_unlabelled_rows_are_masked_out_of_attribute_metrics(hand_dataset):
+    """The distractor g6 (no labels) is ranked but scored in no attribute metric, whatever it predicts."""
+    def predictor(flip_g6):
+        def predict(images):
+            out = colour_predictor(images)
+            if flip_g6:  # g6 is the only image with R = 195
+                g6 = np.isclose(out["embedding"][:, 0], 195 / 255)
+                out["attributes"][g6] = 1.0 - out["attributes"][g6]
+            return out
+        return predict
+
+    a, b = (evaluate(predictor(f), hand_dataset, input_size=SIZE, num_attributes=2) for f in (False, True))
+    assert a.metrics == b.metrics
+    assert [r["num_pos"] + r["num_neg"] for r in a.per_attribute] == [7, 7]  # 8 images, 7 labelled
+
+
+def test_attribute_free_dims_is_what_the_model_declares():
+    import keras_hpnet
+
+    class Named:
+        model_name, num_attributes, embedding_dim = "hatcnn", 4, 1028  # a name alone declares nothing
+
+    assert attribute_free_dims(Named()) is None
+    assert attribute_free_dims(ColourNet(num_attributes=2, embedding_includes_attributes=True)) == 1
+    assert attribute_free_dims(ColourNet(num_attributes=2)) is None
+    hatcnn = keras_hpnet.build_model("hatcnn", num_classes=3, num_attributes=2, channels=(8, 16, 24), feature_dim=16)
+    assert attribute_free_dims(hatcnn) == 32
+    assert attribute_free_dims(keras_hpnet.build_model("hacnn", num_classes=3, channels=(8, 16, 24))) is None
+
+
+def test_subsample_keeps_proportions_and_order(hand_dataset):
+    small = subsample(hand_dataset, 4, seed=0)
+    assert (len(small.query), len(small.gallery)) == (1, 3)
+    order = {r.path: i for i, r in enumerate(hand_dataset.gallery)}
+    assert [order[r.path] for r in small.gallery] == sorted(order[r.path] for r in small.gallery)
+    assert small.train == hand_dataset.train and len(hand_dataset.gallery) == 6  # the original is unchanged
+    assert subsample(hand_dataset, None) is hand_dataset
+    assert [r.path for r in subsample(hand_dataset, 4, seed=0).gallery] == [r.path for r in small.gallery]
+
+
 def test_rerank_adds_rerank_keys(hand_dataset):
     from keras_hpnet.metrics import euclidean_distance, k_reciprocal_rerank, reid_metrics
 
-    result = evaluate(ColourNet(), hand_dataset, rerank=True)
+    result = evaluate_model(ColourNet(), hand_dataset, rerank=True)
     q, g = colour_features(Q).astype(np.float32), colour_features(G).astype(np.float32)
     d = k_reciprocal_rerank(euclidean_distance(q, g), euclidean_distance(q, q), euclidean_distance(g, g))
     ref = reid_metrics(d, [1, 2], [r[1] for r in G], [0, 0], [r[2] for r in G])
@@ -228,7 +301,7 @@ def test_attribute_dataset_uses_test_split(tmp_path):
     test = make_records(str(tmp_path), test_rows)
     ds = PedestrianDataset("attr", {"train": train, "val": train, "test": test}, kind="attribute",
                            attribute_names=ATTRS)
-    result = evaluate(ColourNet(num_attributes=2), ds)
+    result = evaluate_model(ColourNet(num_attributes=2), ds)
     ref, terms = reference_attributes(colour_probs(test_rows), np.array([r[4] for r in test_rows]))
     assert set(result.metrics) == set(ref)
     for k, v in ref.items():
@@ -236,11 +309,11 @@ def test_attribute_dataset_uses_test_split(tmp_path):
     assert result.attribute_split == "test"
     assert [r["mA"] for r in result.per_attribute] == pytest.approx(terms)
     # Matching by name: a model whose 2nd output is "green" only scores that attribute.
-    by_name = evaluate(ColourNet(num_attributes=2), ds, attribute_names=["other", "green"])
+    by_name = evaluate_model(ColourNet(num_attributes=2), ds, attribute_names=["other", "green"])
     assert [r["name"] for r in by_name.per_attribute] == ["green"]
     # A re-id-only model has nothing to do on an attribute-only dataset.
     with pytest.raises(ValueError, match="nothing to evaluate.*query, gallery"):
-        evaluate(ColourNet(), ds)
+        evaluate_model(ColourNet(), ds)
 
 
 # -- the command line -------------------------------------------------------------------
@@ -409,7 +482,7 @@ def test_end_to_end_hatcnn_run_dir(tmp_path):
                            attribute_names=["red_top", "light_bottom"])
     from keras_hpnet.datasets import load
 
-    result = evaluate(model, load("custom", str(data)), batch_size=4)
+    result = evaluate_model(model, load("custom", str(data)), batch_size=4)
     q, g = result.query, result.gallery
     assert q["embedding"].shape == (3, 1026)
     labels = (q["pids"], g["pids"], q["camids"], g["camids"])
@@ -436,24 +509,6 @@ def viz_palette():
 
 def mask_of_colour(img, colour):
     return np.all(img == np.asarray(colour, np.uint8), axis=-1)
-
-
-def test_attention_rows_for_hacnn_and_hpnet_outputs():
-    boxes = np.tile(np.array([[0, 0, 0.25, 1]], np.float32), (2, 4, 1))
-    hacnn = {f"soft_level{i}": np.random.rand(2, 40 // i, 16 // i) for i in (1, 2, 3)}
-    hacnn.update({f"boxes_level{i}": boxes + 0.1 * i for i in (1, 2, 3)})
-    hacnn.update({f"translations_level{i}": np.zeros((2, 4, 2)) for i in (1, 2, 3)})
-    (row,) = evaluate_cli.attention_rows(hacnn, 1)
-    assert row["map_titles"] == ["soft L1", "soft L2", "soft L3"]
-    np.testing.assert_array_equal(row["maps"][1], hacnn["soft_level2"][1])
-    np.testing.assert_allclose(row["map_boxes"][2], boxes[1] + 0.3)  # each level's own regions
-    np.testing.assert_allclose(row["boxes"], boxes[1] + 0.1)  # level 1's on the input panel
-    hpnet = {f"mda{m}": np.random.rand(2, 16 // m, 8 // m, 8) for m in (1, 2, 3)}
-    rows = evaluate_cli.attention_rows(hpnet, 0)
-    assert [r["label"] for r in rows] == ["MDA1: 8 attention maps (16x8)", "MDA2: 8 attention maps (8x4)",
-                                          "MDA3: 8 attention maps (5x2)"]
-    np.testing.assert_array_equal(rows[2]["maps"][7], hpnet["mda3"][0, ..., 7])
-    assert evaluate_cli.attention_rows({}, 0) == []
 
 
 def test_fit_and_evaluate_import_together():

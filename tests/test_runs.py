@@ -62,11 +62,11 @@ def test_evaluate_and_tflite_get_exactly_the_runs_split(fit_run, tmp_path, monke
     config = runs.read_run_config(run_dir)
     want = _records(ds)
     assert _records(runs.load_run_dataset(config)) == want
-    assert _records(tflite._load_dataset(config)) == want
+    assert _records(tflite.run_dataset(config)) == want
     name, root, options = evaluate_cli.resolve_dataset(config, None, None)
     assert (name, root, options) == runs.run_dataset_args(config)
-    ev = tflite.evaluation_set(config, (32, 16))
-    assert len(ev.images) == len(ds.query) + len(ds.gallery) and ev.num_query == len(ds.query)
+    ev = tflite.evaluation_dataset(config)
+    assert (len(ev.query), len(ev.gallery)) == (len(ds.query), len(ds.gallery))
     metrics = evaluate_cli.run(run_dir, pictures=False, verbose=False, batch_size=16)
     details = json.load(open(os.path.join(run_dir, "eval", "evaluation.json")))
     assert (details["num_query"], details["num_gallery"]) == (len(ds.query), len(ds.gallery))

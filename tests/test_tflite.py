@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from export import tflite
+from keras_hpnet.evaluation import keras_predictor
 from keras_hpnet.metadata import ModelMetadata
 
 # Small configurations: conversion cost grows with the op count, not the size.
@@ -38,7 +39,7 @@ def exported(tmp_path_factory):
         md = ModelMetadata(name, h, w, model.embedding_dim, [f"a{i}" for i in range(model.num_attributes)])
         calib = rng.integers(0, 256, (8, h, w, 3)).astype(np.uint8)
         probe = rng.integers(0, 256, (3, h, w, 3)).astype(np.uint8)
-        ref = tflite.keras_outputs(model, probe)
+        ref = keras_predictor(model)(probe)
         files = {}
         for q in tflite.QUANTIZATIONS:
             files[q] = tflite.export_model(model, md, q, str(out_dir / f"{name}_{q}.tflite"),
@@ -112,20 +113,29 @@ class _CropModel:
 @pytest.mark.parametrize("shape,pool,strides,padding", [
     ((2, 7, 5, 3), 3, 1, "same"),            # Inception-A / BN-Inception stream
     ((1, 8, 6, 4), 3, 2, "same"),
-    ((1, 9, 4, 2), (3, 2), (2, 1), "same"),
+    ((1, 9, 4, 2), (3, 2), (2, 1), "same"),  # unequal strides: Eigen's depthwise kernel rejects them
+    ((1, 9, 7, 2), (2, 3), (1, 3), "valid"),
     ((1, 8, 8, 3), 2, 2, "valid"),
     ((1, 1, 4, 2), 3, 1, "same"),            # windows cut on both sides
 ])
 def test_average_pool_lowering_equals_keras(shape, pool, strides, padding):
     import keras
+    import tensorflow as tf
 
     x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     layer = keras.layers.AveragePooling2D(pool, strides=strides, padding=padding)
     ref = np.asarray(layer(x))
-    with tflite.xnnpack_int8_lowering():
-        got = np.asarray(layer(x))
+    traced = tf.function(lambda t: layer(t), input_signature=[tf.TensorSpec(shape, tf.float32)]).get_concrete_function()
+    lowered, count = tflite.lower_average_pools(traced)
+    assert count == 1
+    ops = {op.type for op in lowered.graph.get_operations()}
+    assert "AvgPool" not in ops and "DepthwiseConv2dNative" in ops
+    got = np.asarray(lowered(tf.constant(x))[0])
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
-    assert "call" not in vars(keras.layers.AveragePooling2D)  # the class is restored
+    # Nothing else changed: the traced function still pools, the layer class is not patched.
+    assert "AvgPool" in {op.type for op in traced.graph.get_operations()}
+    assert "call" not in vars(keras.layers.AveragePooling2D)
+    np.testing.assert_allclose(np.asarray(layer(x)), ref)
     if (pool, strides, padding) == (3, 1, "same"):  # a corner averages its 2x2 in-map window
         np.testing.assert_allclose(got[0, 0, 0], x[0, :2, :2].mean((0, 1)), rtol=1e-5)
 

@@ -163,3 +163,46 @@ def test_stack_images():
     assert mask_of(out[13:, 12:], (255, 255, 255)).all()
     titled = viz.stack_images([a], title="a long title that is wider than the image")
     assert titled.shape[0] == 30 and titled.shape[1] > 100
+
+
+def test_attention_rows_for_hacnn_and_hpnet_outputs():
+    boxes = np.tile(np.array([[0, 0, 0.25, 1]], np.float32), (2, 4, 1))
+    hacnn = {f"soft_level{i}": np.random.rand(2, 40 // i, 16 // i) for i in (1, 2, 3)}
+    hacnn.update({f"boxes_level{i}": boxes + 0.1 * i for i in (1, 2, 3)})
+    hacnn.update({f"translations_level{i}": np.zeros((2, 4, 2)) for i in (1, 2, 3)})
+    (row,) = viz.attention_rows(hacnn, 1)
+    assert row["map_titles"] == ["soft L1", "soft L2", "soft L3"]
+    np.testing.assert_array_equal(row["maps"][1], hacnn["soft_level2"][1])
+    np.testing.assert_allclose(row["map_boxes"][2], boxes[1] + 0.3)  # each level's own regions
+    np.testing.assert_allclose(row["boxes"], boxes[1] + 0.1)  # level 1's on the input panel
+    hpnet = {f"mda{m}": np.random.rand(2, 16 // m, 8 // m, 8) for m in (1, 2, 3)}
+    rows = viz.attention_rows(hpnet, 0)
+    assert [r["label"] for r in rows] == ["MDA1: 8 attention maps (16x8)", "MDA2: 8 attention maps (8x4)",
+                                          "MDA3: 8 attention maps (5x2)"]
+    np.testing.assert_array_equal(rows[2]["maps"][7], hpnet["mda3"][0, ..., 7])
+    assert viz.attention_rows({}, 0) == []
+
+
+def test_evaluation_pictures_get_the_model_input_pixels(tmp_path):
+    """attention_pictures feeds the maps function the image rule's pixels (keras_hpnet.preprocessing),
+    not an antialiased PIL resize; unreadable records are skipped."""
+    from keras_hpnet import preprocessing
+    from keras_hpnet.datasets import Record
+
+    rng = np.random.default_rng(0)
+    stripes = np.kron(rng.integers(0, 256, (32, 16, 3)), np.ones((2, 2, 1))).astype(np.uint8)  # 64x32, sharp
+    Image.fromarray(stripes).save(tmp_path / "a.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    records = [Record(str(tmp_path / "bad.png"), 1, 0, None), Record(str(tmp_path / "a.png"), 2, 0, None)]
+    seen = []
+
+    def maps(images):
+        seen.append(images)
+        return {"soft_level1": images[..., 0] / 255.0}
+
+    pictures = viz.attention_pictures(maps, records, input_size=(24, 12), count=2, title="t")
+    assert len(pictures) == 1 and seen[0].shape == (1, 24, 12, 3)
+    want = preprocessing.prepare(stripes, 24, 12)
+    np.testing.assert_array_equal(seen[0][0], want)
+    pil = np.asarray(Image.fromarray(stripes).resize((12, 24), Image.BILINEAR))
+    assert np.abs(pil.astype(int) - want).max() > 1  # the rule differs from what was used before

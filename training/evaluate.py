@@ -27,7 +27,6 @@ import os
 import re
 import sys
 
-import numpy as np
 from absl import app, flags
 
 from keras_hpnet import runs
@@ -111,138 +110,6 @@ def per_attribute_csv(rows: list) -> str:
     return buf.getvalue()
 
 
-def _load_image(path: str, size_hw) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB").resize((int(size_hw[1]), int(size_hw[0])), Image.BILINEAR)
-        return np.asarray(im, np.uint8)
-
-
-def ranked_lists(evaluation, dataset, *, image_size, num_queries=8, per_picture=4, top_k=10, reranked=False):
-    """Ranked-list pictures (list of RGB arrays) from an `Evaluation` with re-id results
-    (Euclidean distances, or the re-ranked ones with `reranked`)."""
-    from keras_hpnet import viz
-
-    q, g = evaluation.query, evaluation.gallery
-    dist = evaluation.distmat_rerank if reranked else evaluation.distmat
-    if q is None or dist is None or not len(q["pids"]) or num_queries <= 0:
-        return []
-    q_recs, g_recs = dataset.splits["query"], dataset.splits["gallery"]
-    # Queries with a true match (as the protocol counts them), spread over the list.
-    valid = [i for i in range(len(q["pids"]))
-             if np.any((g["pids"] == q["pids"][i]) & (g["camids"] != q["camids"][i]))]
-    if not valid:
-        return []
-    chosen = [valid[int(j)] for j in np.unique(np.linspace(0, len(valid) - 1, min(num_queries, len(valid))).round())]
-    rows = []
-    for i in chosen:
-        order = np.argsort(dist[i], kind="stable")
-        same_view = (g["pids"][order] == q["pids"][i]) & (g["camids"][order] == q["camids"][i])
-        order = order[~same_view & (g["pids"][order] != -1)][:top_k]  # protocol: ignored items
-        rows.append((i, order))
-    pictures = []
-    per_picture = max(1, int(per_picture))
-    for start in range(0, len(rows), per_picture):
-        part = rows[start:start + per_picture]
-        query_images = [_load_image(q_recs[q["index"][i]].path, image_size) for i, _ in part]
-        gallery_images = [[_load_image(g_recs[g["index"][j]].path, image_size) for j in order] for _, order in part]
-        correct = [g["pids"][order] == q["pids"][i] for i, order in part]
-        q_caps = [f"id {q['pids'][i]} c{q['camids'][i] + 1}" for i, _ in part]
-        g_caps = [[f"id {g['pids'][j]}" for j in order] for _, order in part]
-        title = (f"{dataset.name}: top-{top_k} gallery per query ({'re-ranked' if reranked else 'Euclidean'}); "
-                 "green = same identity, red = different")
-        pictures.append(viz.ranked_list_image(query_images, gallery_images, correct, query_captions=q_caps,
-                                              gallery_captions=g_caps, title=title,
-                                              scale=max(1.0, 48.0 / image_size[1])))
-    return pictures
-
-
-def attention_rows(maps: dict, n: int) -> list:
-    """Rows of panels for image `n` of a `model.attention_maps` output.
-
-    Each row is a dict of `attention_overlay_image` arguments (`maps`,
-    `map_titles`, `map_boxes`, `boxes`) plus a `label`:
-    - HA-CNN / HAT-CNN: one row, `soft_level{i}` [N, h, w] each with that
-      level's `boxes_level{i}` [N, 4, 4] (y1, x1, y2, x2) drawn over it, the
-      input panel showing level 1's regions;
-    - HP-Net: one row per MDA module, `mda{m}` [N, h, w, K] -> K maps.
-    Other [N, h, w] arrays join the first row; other [N, h, w, K] get a row each.
-    """
-    flat = {"label": "", "maps": [], "map_titles": [], "map_boxes": [], "boxes": None}
-    rows = []
-    for key in sorted(maps):
-        a = np.asarray(maps[key])
-        if key.startswith(("boxes_", "translations_")) or a.ndim < 3:
-            continue
-        if a.ndim == 3:
-            level = key[len("soft_level"):] if key.startswith("soft_level") else None
-            box = maps.get(f"boxes_level{level}") if level else None
-            flat["maps"].append(a[n])
-            flat["map_titles"].append(f"soft L{level}" if level else key)
-            flat["map_boxes"].append(None if box is None else np.asarray(box)[n])
-        elif a.ndim == 4:
-            name = key.upper() if key.startswith("mda") else key
-            rows.append({"label": f"{name}: {a.shape[-1]} attention maps ({a.shape[1]}x{a.shape[2]})",
-                         "maps": [a[n, ..., k] for k in range(a.shape[-1])],
-                         "map_titles": [f"{name} #{k + 1}" for k in range(a.shape[-1])],
-                         "map_boxes": None, "boxes": None})
-    if "boxes_level1" in maps:
-        flat["boxes"] = np.asarray(maps["boxes_level1"])[n]
-    if not any(b is not None for b in flat["map_boxes"]):
-        flat["map_boxes"] = None
-    if flat["maps"] or flat["boxes"] is not None:
-        rows.insert(0, flat)
-    return rows
-
-
-def attention_pictures(model, records, *, image_size, count=3, model_name=""):
-    """Attention-overlay pictures for the first `count` readable records (none if the model has no attention)."""
-    from keras_hpnet import viz
-
-    if count <= 0 or not records or not hasattr(model, "attention_maps"):
-        return []
-    images = []
-    for r in records:
-        if len(images) >= count:
-            break
-        try:
-            images.append((r, _load_image(r.path, image_size)))
-        except OSError:
-            continue
-    if not images:
-        return []
-    maps = model.attention_maps(np.stack([im for _, im in images]))
-    pictures = []
-    for n, (r, image) in enumerate(images):
-        rows = attention_rows(maps, n)
-        if not rows:
-            return []
-        scale = max(2.0 if len(rows) == 1 else 1.0, 80.0 / image_size[1])
-        panels = [viz.attention_overlay_image(
-            image, row["maps"], map_titles=row["map_titles"], boxes=row["boxes"], map_boxes=row["map_boxes"],
-            box_labels=["1", "2", "3", "4"] if row["boxes"] is not None or row["map_boxes"] else None,
-            title=row["label"] or None, scale=scale) for row in rows]
-        title = f"{model_name} attention: {os.path.basename(r.path)} (id {r.pid})"
-        pictures.append(viz.stack_images(panels, title=title))
-    return pictures
-
-
-def attribute_picture(evaluation, dataset_name: str):
-    from keras_hpnet import viz
-
-    rows = evaluation.per_attribute
-    if not rows:
-        return None
-    names = [r.get("name", str(r["index"])) for r in rows]
-    values = [[r["mA"] for r in rows], [r["pos_ratio"] for r in rows]]
-    ma = evaluation.metrics.get("mA")
-    return viz.attribute_bar_chart(
-        names, values, series_names=["mA term (TP/P + TN/N)/2", "positive ratio"],
-        title=f"{dataset_name} ({evaluation.attribute_split}): per-attribute mA",
-        reference=ma, reference_label=f"mA {100 * ma:.1f}%" if ma is not None else None)
-
-
 # -- the command ------------------------------------------------------------------------
 
 def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None, rerank: bool = False,
@@ -250,8 +117,8 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
         queries_per_picture: int = 4, top_k: int = 10, num_attention: int = 3, verbose: bool = True) -> dict:
     """Evaluate the run in `run_dir`; returns the flat metrics (also written to `out`)."""
     from keras_hpnet import datasets, viz
+    from keras_hpnet.evaluation import evaluate_model
     from keras_hpnet.fileio import write_text_atomic
-    from training.evaluation import evaluate
 
     if batch_size < 1:
         raise EvaluateError(f"--batch_size={batch_size}: must be >= 1")
@@ -272,7 +139,7 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
     if names is not None and len(names) != int(getattr(model, "num_attributes", 0) or 0):
         names = None  # config and model disagree: fall back to matching by position
     try:
-        result = evaluate(model, ds, batch_size=batch_size, rerank=rerank, attribute_names=names)
+        result = evaluate_model(model, ds, batch_size=batch_size, rerank=rerank, attribute_names=names)
     except ValueError as e:
         raise EvaluateError(str(e)) from None
 
@@ -284,20 +151,19 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
             written.append(viz.save_png(picture, os.path.join(out, filename)))
 
     if pictures:
-        image_size = tuple(int(s) for s in model.input_size)
-        if result.query is not None:
-            for reranked, stem in ((False, "ranked_lists"), (True, "ranked_lists_rerank")):
-                if reranked and result.distmat_rerank is None:
-                    continue
-                for k, pic in enumerate(ranked_lists(result, ds, image_size=image_size, num_queries=num_queries,
-                                                     per_picture=queries_per_picture, top_k=top_k,
-                                                     reranked=reranked), start=1):
-                    save(pic, f"{stem}_{k:02d}.png")
-        source = ds.splits.get("query") or ds.splits.get("test") or []
-        for k, pic in enumerate(attention_pictures(model, source, image_size=image_size, count=num_attention,
-                                                   model_name=str(config["model"])), start=1):
-            save(pic, f"attention_{k:02d}.png")
-        save(attribute_picture(result, ds.name), "attributes.png")
+        input_size = tuple(int(s) for s in model.input_size)
+        for reranked, stem in ((False, "ranked_lists"), (True, "ranked_lists_rerank")):
+            for k, pic in enumerate(viz.ranked_list_pictures(result, ds, input_size=input_size,
+                                                             num_queries=num_queries, per_picture=queries_per_picture,
+                                                             top_k=top_k, reranked=reranked), start=1):
+                save(pic, f"{stem}_{k:02d}.png")
+        if hasattr(model, "attention_maps"):
+            source = ds.splits.get("query") or ds.splits.get("test") or []
+            for k, pic in enumerate(viz.attention_pictures(model.attention_maps, source, input_size=input_size,
+                                                           count=num_attention, title=f"{config['model']} attention"),
+                                    start=1):
+                save(pic, f"attention_{k:02d}.png")
+        save(viz.attribute_picture(result, ds.name), "attributes.png")
 
     details = {
         "run_dir": os.path.abspath(run_dir),

@@ -341,11 +341,11 @@ def finish(cfg: TrainConfig, trainer, ds, t_start, verbose=1) -> dict:
 
 
 def evaluate(model, ds, cfg: TrainConfig) -> dict:
-    """Final metrics (training.evaluation.evaluate_run) plus the raw-pixel
+    """Final metrics (keras_hpnet.evaluation.evaluate_model) plus the raw-pixel
     nearest-neighbour rank-1 for re-id datasets."""
-    from training.evaluation import evaluate_run
+    from keras_hpnet.evaluation import evaluate_model
 
-    metrics = dict(evaluate_run(model, ds, batch_size=cfg.eval_batch_size))
+    metrics = dict(evaluate_model(model, ds, batch_size=cfg.eval_batch_size).metrics)
     if ds.kind == "reid":
         from keras_hpnet.datasets import raw_pixel_baseline
 

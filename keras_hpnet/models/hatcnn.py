@@ -89,6 +89,8 @@ class HATCNN(HACNN):
     """
 
     model_name = "hatcnn"
+    # The ranking feature ends with the attribute part (keras_hpnet.evaluation.attribute_free_dims).
+    embedding_includes_attributes = True
 
     def __init__(self, num_classes, num_attributes=0, input_shape=None, attribute_pooling="avg", **kwargs):
         super().__init__(num_classes, num_attributes, input_shape, **kwargs)

@@ -8,6 +8,7 @@ Sec. 3.2 and Fig. 4).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -143,3 +144,77 @@ def attention_overlay_image(
         canvas.paste(Image.fromarray(panel), (x, y + cap_h))
     return np.asarray(canvas)
 
+
+
+def attention_rows(maps: dict, n: int) -> list:
+    """Rows of panels for image `n` of a `model.attention_maps` output.
+
+    Each row is a dict of `attention_overlay_image` arguments (`maps`,
+    `map_titles`, `map_boxes`, `boxes`) plus a `label`:
+    - HA-CNN / HAT-CNN: one row, `soft_level{i}` [N, h, w] each with that
+      level's `boxes_level{i}` [N, 4, 4] (y1, x1, y2, x2) drawn over it, the
+      input panel showing level 1's regions;
+    - HP-Net: one row per MDA module, `mda{m}` [N, h, w, K] -> K maps.
+    Other [N, h, w] arrays join the first row; other [N, h, w, K] get a row each.
+    """
+    flat = {"label": "", "maps": [], "map_titles": [], "map_boxes": [], "boxes": None}
+    rows = []
+    for key in sorted(maps):
+        a = np.asarray(maps[key])
+        if key.startswith(("boxes_", "translations_")) or a.ndim < 3:
+            continue
+        if a.ndim == 3:
+            level = key[len("soft_level"):] if key.startswith("soft_level") else None
+            box = maps.get(f"boxes_level{level}") if level else None
+            flat["maps"].append(a[n])
+            flat["map_titles"].append(f"soft L{level}" if level else key)
+            flat["map_boxes"].append(None if box is None else np.asarray(box)[n])
+        elif a.ndim == 4:
+            name = key.upper() if key.startswith("mda") else key
+            rows.append({"label": f"{name}: {a.shape[-1]} attention maps ({a.shape[1]}x{a.shape[2]})",
+                         "maps": [a[n, ..., k] for k in range(a.shape[-1])],
+                         "map_titles": [f"{name} #{k + 1}" for k in range(a.shape[-1])],
+                         "map_boxes": None, "boxes": None})
+    if "boxes_level1" in maps:
+        flat["boxes"] = np.asarray(maps["boxes_level1"])[n]
+    if not any(b is not None for b in flat["map_boxes"]):
+        flat["map_boxes"] = None
+    if flat["maps"] or flat["boxes"] is not None:
+        rows.insert(0, flat)
+    return rows
+
+
+def attention_pictures(attention_maps, records, *, input_size, count=3, title="attention") -> list:
+    """Attention-overlay pictures of the first `count` readable `records`.
+
+    `attention_maps`: the model's `attention_maps` (uint8 images [N, H, W, 3]
+    -> dict of arrays, e.g. `HACNN.attention_maps`); images are the model's
+    input pixels (keras_hpnet.preprocessing). Empty when nothing is drawable.
+    """
+    from keras_hpnet import preprocessing
+
+    if count <= 0 or not records:
+        return []
+    images = []
+    for r in records:
+        if len(images) >= count:
+            break
+        try:
+            images.append((r, preprocessing.prepare(preprocessing.load_rgb(r.path), *input_size)))
+        except preprocessing.ImageError:
+            continue
+    if not images:
+        return []
+    maps = attention_maps(np.stack([im for _, im in images]))
+    pictures = []
+    for n, (r, image) in enumerate(images):
+        rows = attention_rows(maps, n)
+        if not rows:
+            return []
+        scale = max(2.0 if len(rows) == 1 else 1.0, 80.0 / input_size[1])
+        panels = [attention_overlay_image(
+            image, row["maps"], map_titles=row["map_titles"], boxes=row["boxes"], map_boxes=row["map_boxes"],
+            box_labels=["1", "2", "3", "4"] if row["boxes"] is not None or row["map_boxes"] else None,
+            title=row["label"] or None, scale=scale) for row in rows]
+        pictures.append(_draw.stack_images(panels, title=f"{title}: {os.path.basename(r.path)} (id {r.pid})"))
+    return pictures

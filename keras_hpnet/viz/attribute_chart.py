@@ -116,3 +116,17 @@ def attribute_bar_chart(
             draw.text((min(max(rx - rw // 2, 0), width - rw - 2), bottom + 15), reference_label,
                       fill=(90, 90, 90), font=_draw.font(10))
     return np.asarray(canvas)
+
+
+def attribute_picture(evaluation, dataset_name: str):
+    """The per-attribute chart of a keras_hpnet.evaluation.Evaluation (mA term and positive ratio), or None."""
+    rows = evaluation.per_attribute
+    if not rows:
+        return None
+    names = [r.get("name", str(r["index"])) for r in rows]
+    values = [[r["mA"] for r in rows], [r["pos_ratio"] for r in rows]]
+    ma = evaluation.metrics.get("mA")
+    return attribute_bar_chart(
+        names, values, series_names=["mA term (TP/P + TN/N)/2", "positive ratio"],
+        title=f"{dataset_name} ({evaluation.attribute_split}): per-attribute mA",
+        reference=ma, reference_label=f"mA {100 * ma:.1f}%" if ma is not None else None)

@@ -107,3 +107,51 @@ def ranked_list_image(
             cap = caps[k] if caps is not None and k < len(caps) else None
             tile(x0 + k * cell_w, y, g, colour, str(k + 1), cap, (0, 130, 0) if ok else (200, 0, 0))
     return np.asarray(canvas)
+
+
+def ranked_list_pictures(evaluation, dataset, *, input_size, num_queries=8, per_picture=4, top_k=10,
+                         reranked=False) -> list:
+    """Ranked-list pictures (RGB arrays) of a keras_hpnet.evaluation.Evaluation with re-id results.
+
+    Queries with a true match (as the protocol counts them), spread over the
+    list; their top-`top_k` gallery by the Euclidean distances (the re-ranked
+    ones with `reranked`), without the items the protocol ignores. Images are
+    the model's input pixels (keras_hpnet.preprocessing).
+    """
+    from keras_hpnet import preprocessing
+
+    q, g = evaluation.query, evaluation.gallery
+    dist = evaluation.distmat_rerank if reranked else evaluation.distmat
+    if q is None or dist is None or not len(q["pids"]) or num_queries <= 0:
+        return []
+    q_recs, g_recs = dataset.splits["query"], dataset.splits["gallery"]
+    valid = [i for i in range(len(q["pids"]))
+             if np.any((g["pids"] == q["pids"][i]) & (g["camids"] != q["camids"][i]))]
+    if not valid:
+        return []
+    chosen = [valid[int(j)] for j in np.unique(np.linspace(0, len(valid) - 1, min(num_queries, len(valid))).round())]
+    rows = []
+    for i in chosen:
+        order = np.argsort(dist[i], kind="stable")
+        same_view = (g["pids"][order] == q["pids"][i]) & (g["camids"][order] == q["camids"][i])
+        order = order[~same_view & (g["pids"][order] != -1)][:top_k]  # protocol: ignored items
+        rows.append((i, order))
+
+    def image(record):
+        return preprocessing.prepare(preprocessing.load_rgb(record.path), *input_size)
+
+    pictures = []
+    per_picture = max(1, int(per_picture))
+    for start in range(0, len(rows), per_picture):
+        part = rows[start:start + per_picture]
+        query_images = [image(q_recs[q["index"][i]]) for i, _ in part]
+        gallery_images = [[image(g_recs[g["index"][j]]) for j in order] for _, order in part]
+        correct = [g["pids"][order] == q["pids"][i] for i, order in part]
+        q_caps = [f"id {q['pids'][i]} c{q['camids'][i] + 1}" for i, _ in part]
+        g_caps = [[f"id {g['pids'][j]}" for j in order] for _, order in part]
+        title = (f"{dataset.name}: top-{top_k} gallery per query ({'re-ranked' if reranked else 'Euclidean'}); "
+                 "green = same identity, red = different")
+        pictures.append(ranked_list_image(query_images, gallery_images, correct, query_captions=q_caps,
+                                          gallery_captions=g_caps, title=title,
+                                          scale=max(1.0, 48.0 / input_size[1])))
+    return pictures

@@ -1,0 +1,346 @@
+"""The evaluation protocol, once, for any predictor (docs/evaluation.md).
+
+A predictor is a function `predict_fn(images) -> {"embedding": [N, D],
+"attributes": [N, A]}`: uint8 image batches `[N, H, W, 3]` in, float32 numpy
+arrays out (`attributes` for models that predict them). The Keras model
+(`keras_predictor`), a SavedModel signature or a serving client
+(`callable_predictor`) and a TFLite interpreter (`edge.runtime.EdgeModel.run`)
+are all predictors, so `training.fit`, `training.evaluate` and the TFLite
+parity report compute the same metrics from the same pixels:
+
+- Images: `keras_hpnet.data.make_dataset(training=False)`, the image rule of
+  docs/design.md; unreadable files are skipped and counted.
+- Re-id (datasets with `query` and `gallery` splits): Market-1501 protocol,
+  Euclidean distance on the embedding, `rank1`, `rank5`, `rank10`, `mAP`,
+  `mINP` (keras_hpnet.metrics.reid_metrics). A ranking feature that ends with
+  an attribute part (HAT-CNN: L2(global) ++ L2(local) ++ L2(attribute
+  logits)) is also ranked on its first `attribute_free_dims` dims, the paper's
+  comparison, as `*_without_attributes`. Optional k-reciprocal re-ranking
+  (Zhong et al., CVPR 2017): `*_rerank`.
+- Attributes (on the `test` split of attribute datasets, query + gallery of
+  re-id datasets): `mA`, `acc`, `prec`, `rec`, `f1`
+  (keras_hpnet.metrics.attribute_metrics) and a per-attribute table. Rows
+  without labels (distractors, junk) are masked out of the attribute metrics;
+  they still take part in the ranking.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import weakref
+
+import numpy as np
+
+REID_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+ATTRIBUTE_KEYS = ("mA", "acc", "prec", "rec", "f1")
+OUTPUTS = ("embedding", "attributes")
+
+_INFER_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+# -- predictors ------------------------------------------------------------------------
+
+def callable_predictor(fn, *, input_name: str | None = None):
+    """A predictor from any callable returning a dict with `embedding` (and `attributes`).
+
+    `fn` takes the uint8 batch positionally, or as the keyword `input_name`
+    (a SavedModel signature: `callable_predictor(loaded.signatures
+    ["serving_default"], input_name="images")`); its values may be tensors.
+    """
+
+    def predict(images):
+        out = fn(**{input_name: images}) if input_name else fn(images)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    return predict
+
+
+def keras_predictor(model):
+    """The predictor of a Keras model: `model(x, training=False)` traced once per model and input size."""
+    import tensorflow as tf
+
+    per_model = _INFER_CACHE.setdefault(model, {})
+    key = tuple(int(s) for s in model.input_size)
+    if key not in per_model:
+        spec = tf.TensorSpec([None, key[0], key[1], 3], tf.uint8)
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        per_model[key] = tf.function(lambda x: ref()(x, training=False), input_signature=[spec])
+    predict = callable_predictor(per_model[key])
+    predict.model = model  # the predictor keeps its model alive (the cache does not)
+    return predict
+
+
+def attribute_free_dims(model):
+    """Leading embedding dims without the attribute part, or None.
+
+    A model whose ranking feature ends with its `num_attributes` attribute
+    dims declares `embedding_includes_attributes = True` (HAT-CNN).
+    """
+    num_attributes = int(getattr(model, "num_attributes", 0) or 0)
+    if num_attributes <= 0 or not getattr(model, "embedding_includes_attributes", False):
+        return None
+    dims = int(model.embedding_dim) - num_attributes
+    return dims if dims > 0 else None
+
+
+# -- one split -------------------------------------------------------------------------
+
+def _strip_attributes(records):
+    """Records without attribute vectors (labels are read from `records` by index,
+    so splits mixing labelled and unlabelled images, e.g. distractors, are fine)."""
+    return [r._replace(attributes=None) if hasattr(r, "_replace") and r.attributes is not None else r
+            for r in records]
+
+
+def extract(predict_fn, records, *, input_size, batch_size=64):
+    """Run `predict_fn` over `records` (keras_hpnet.data, eval mode).
+
+    Returns a dict of numpy arrays over the readable images, in record order:
+    `embedding` float32 `[N, D]`; `attributes` float32 `[N, A]` (predicted
+    probabilities) when the predictor outputs them; `pids`, `camids` int64
+    `[N]`; `labels` uint8 `[N, A]` (the records' attribute labels, zeros where
+    a record has none) and `labeled` bool `[N]` when some record has them;
+    `index` int64 `[N]` (positions in `records`); and `num_skipped`
+    (unreadable files).
+    """
+    from keras_hpnet.data import make_dataset
+
+    records = list(records)
+    if not records:
+        raise ValueError("extract: no records")
+    dataset = make_dataset(_strip_attributes(records), image_size=tuple(input_size),
+                           batch_size=int(batch_size), training=False)
+    outputs, index = {}, []
+    for images, labels in dataset:
+        out = predict_fn(images.numpy())
+        if "embedding" not in out:
+            raise ValueError(f"predictor output has no 'embedding' (keys: {sorted(out)})")
+        for k in OUTPUTS:
+            if k in out:
+                outputs.setdefault(k, []).append(np.asarray(out[k], np.float32))
+        index.append(np.asarray(labels["index"], np.int64))
+    index = np.concatenate(index)
+    result = {k: np.concatenate(v) for k, v in outputs.items()}
+    result.update(pids=np.array([int(records[i].pid) for i in index], np.int64),
+                  camids=np.array([int(records[i].camid) for i in index], np.int64),
+                  index=index, num_skipped=len(records) - len(index))
+    attrs = [records[i].attributes for i in index]
+    lengths = {len(a) for a in attrs if a is not None}
+    if len(lengths) > 1:
+        raise ValueError(f"records: attribute vectors have different lengths {sorted(lengths)}")
+    if lengths:
+        (length,) = lengths
+        result["labeled"] = np.array([a is not None for a in attrs])
+        result["labels"] = np.stack([np.zeros(length, np.uint8) if a is None else np.asarray(a, np.uint8)
+                                     for a in attrs])
+    return result
+
+
+# -- the protocol ----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Evaluation:
+    """Everything one evaluation computed.
+
+    `metrics`: the flat dict of floats (what metrics.json holds).
+    `per_attribute`: one dict per attribute (`name`, `mA` term, `pos_acc`,
+    `neg_acc`, `pos_ratio`, `num_pos`, `num_neg`), empty without attributes.
+    `query`, `gallery`: `extract` results (re-id datasets), `test`: the
+    attribute split's (attribute datasets). `distmat`: query x gallery
+    distances used for `metrics` (`distmat_rerank` with re-ranking).
+    `notes`: what was skipped and why.
+    """
+
+    metrics: dict
+    per_attribute: list = dataclasses.field(default_factory=list)
+    query: dict | None = None
+    gallery: dict | None = None
+    test: dict | None = None
+    distmat: np.ndarray | None = None
+    distmat_rerank: np.ndarray | None = None
+    attribute_names: list = dataclasses.field(default_factory=list)
+    attribute_split: str = ""
+    notes: list = dataclasses.field(default_factory=list)
+
+    def outputs(self) -> dict:
+        """The predictor's outputs over every evaluated image (query then gallery, or test)."""
+        parts = [p for p in (self.query, self.gallery, self.test) if p is not None]
+        return {k: np.concatenate([p[k] for p in parts]) for k in OUTPUTS if parts and k in parts[0]}
+
+
+def _has_split(dataset, name):
+    return bool(getattr(dataset, "splits", {}).get(name))
+
+
+def subsample(dataset, max_images: int | None, seed: int = 0):
+    """`dataset` with at most `max_images` evaluation images, drawn at random (record order kept).
+
+    Re-id: query and gallery in proportion (at least one query); attribute
+    datasets: the `test` split. Other splits are unchanged.
+    """
+    if not max_images:
+        return dataset
+    rng = np.random.default_rng(seed)
+
+    def pick(records, n):
+        return [records[i] for i in sorted(rng.permutation(len(records))[:n])]
+
+    splits = dict(dataset.splits)
+    if _has_split(dataset, "query") and _has_split(dataset, "gallery"):
+        query, gallery = splits["query"], splits["gallery"]
+        if len(query) + len(gallery) > max_images:
+            nq = max(1, int(max_images * len(query) / (len(query) + len(gallery))))
+            splits["query"], splits["gallery"] = pick(query, nq), pick(gallery, max_images - nq)
+    elif len(splits.get("test") or []) > max_images:
+        splits["test"] = pick(splits["test"], max_images)
+    out = copy.copy(dataset)
+    out.splits = splits
+    return out
+
+
+def _reid(distmat, query, gallery):
+    from keras_hpnet.metrics import reid_metrics
+
+    m = reid_metrics(distmat, query["pids"], gallery["pids"], query["camids"], gallery["camids"])
+    return {k: float(m[k]) for k in REID_KEYS}
+
+
+def _attribute_columns(model_names, dataset_names, num_model_attributes):
+    """Column pairs (model column, dataset column, name) to score, or None with a reason."""
+    dataset_names = [str(n) for n in dataset_names]
+    if model_names is None:
+        if num_model_attributes != len(dataset_names):
+            return None, (f"model predicts {num_model_attributes} attributes, the dataset has "
+                          f"{len(dataset_names)}: attribute metrics skipped (pass attribute_names to match by name)")
+        return [(i, i, n) for i, n in enumerate(dataset_names)], None
+    model_names = [str(n) for n in model_names]
+    if len(model_names) != num_model_attributes:
+        raise ValueError(f"attribute_names: {len(model_names)} names for a model with {num_model_attributes} "
+                         f"attributes")
+    position = {n: j for j, n in enumerate(dataset_names)}
+    cols = [(i, position[n], n) for i, n in enumerate(model_names) if n in position]
+    if not cols:
+        return None, "no attribute of the model is labelled in the dataset: attribute metrics skipped"
+    return cols, None
+
+
+def _reid_metrics(result, attribute_free, rerank, rerank_options):
+    from keras_hpnet.metrics import euclidean_distance, k_reciprocal_rerank
+
+    q, g = result.query, result.gallery
+    result.distmat = euclidean_distance(q["embedding"], g["embedding"])
+    result.metrics.update(_reid(result.distmat, q, g))
+    if attribute_free is not None:
+        d = euclidean_distance(q["embedding"][:, :attribute_free], g["embedding"][:, :attribute_free])
+        result.metrics.update({f"{k}_without_attributes": v for k, v in _reid(d, q, g).items()})
+    if rerank:
+        result.distmat_rerank = k_reciprocal_rerank(
+            result.distmat, euclidean_distance(q["embedding"], q["embedding"]),
+            euclidean_distance(g["embedding"], g["embedding"]), **dict(rerank_options or {}))
+        result.metrics.update({f"{k}_rerank": v for k, v in _reid(result.distmat_rerank, q, g).items()})
+
+
+def _attribute_metrics(result, parts, split_name, cols, dataset_attributes, num_attributes, name):
+    """Attribute metrics over the labelled rows of `parts` (unlabelled rows masked out)."""
+    from keras_hpnet.metrics import attribute_metrics
+
+    probs, labels = [], []
+    for part in parts:
+        if "attributes" not in part:
+            raise ValueError(f"predictor: num_attributes={num_attributes} but its output has no 'attributes'")
+        if "labels" in part:
+            probs.append(part["attributes"][part["labeled"]])
+            labels.append(part["labels"][part["labeled"]])
+    if not sum(len(x) for x in labels):
+        result.notes.append(f"{name}: no labelled image in {split_name}: attribute metrics skipped")
+        return
+    probs, labels = np.concatenate(probs), np.concatenate(labels)
+    if labels.shape[1] != len(dataset_attributes):
+        raise ValueError(f"{name}: records have {labels.shape[1]} attribute labels but attribute_names "
+                         f"lists {len(dataset_attributes)}")
+    mcols, dcols, names = ([c[i] for c in cols] for i in range(3))
+    a = attribute_metrics(probs[:, mcols], labels[:, dcols], attribute_names=names)
+    result.metrics.update({k: float(a[k]) for k in ATTRIBUTE_KEYS})
+    result.per_attribute = a["per_attribute"]
+    result.attribute_names = names
+    result.attribute_split = split_name
+    if len(cols) < max(num_attributes, len(dataset_attributes)):
+        result.notes.append(f"attribute metrics on the {len(cols)} attribute(s) shared by model and dataset")
+
+
+def evaluate(predict_fn, dataset, *, input_size, num_attributes=0, attribute_names=None,
+             attribute_free_dims=None, batch_size=64, rerank=False, rerank_options=None) -> Evaluation:
+    """Evaluate a predictor on `dataset` (a keras_hpnet.datasets.PedestrianDataset).
+
+    Args:
+      predict_fn: uint8 `[N, H, W, 3]` -> {"embedding", "attributes"} (module doc).
+      dataset: splits `query`/`gallery` (re-id) and/or `test` (attributes).
+      input_size: (H, W) the predictor takes.
+      num_attributes: attributes the predictor outputs (0: re-id only).
+      attribute_names: the predictor's attribute names (e.g. config.json's);
+        when given, attributes are matched to the dataset's by name, so a model
+        can be scored on another dataset's shared attributes.
+      attribute_free_dims: embedding dims before the attribute part (see
+        `attribute_free_dims(model)`): adds `*_without_attributes`.
+      batch_size: inference batch size.
+      rerank: also compute k-reciprocal re-ranked re-id metrics (`*_rerank`).
+      rerank_options: k1, k2, lambda_value for `k_reciprocal_rerank`.
+
+    Returns an `Evaluation`. Raises ValueError when there is nothing to
+    evaluate (no query/gallery, and no attribute split the predictor can score).
+    """
+    input_size = tuple(int(s) for s in input_size)
+    num_attributes = int(num_attributes or 0)
+    name = getattr(dataset, "name", "dataset")
+    has_reid = _has_split(dataset, "query") and _has_split(dataset, "gallery")
+    dataset_attributes = list(getattr(dataset, "attribute_names", []) or [])
+    result = Evaluation(metrics={})
+    if not has_reid and not (num_attributes and _has_split(dataset, "test") and dataset_attributes):
+        missing = [s for s in ("query", "gallery") if not _has_split(dataset, s)]
+        raise ValueError(
+            f"{name}: nothing to evaluate: no re-id split(s) {', '.join(missing)} "
+            + ("and the model predicts no attributes" if not num_attributes
+               else "and no labelled 'test' split for the model's attributes"))
+
+    def run(split):
+        return extract(predict_fn, dataset.splits[split], input_size=input_size, batch_size=batch_size)
+
+    if has_reid:
+        result.query, result.gallery = run("query"), run("gallery")
+        _reid_metrics(result, attribute_free_dims, rerank, rerank_options)
+        for split in (result.query, result.gallery):
+            if split["num_skipped"]:
+                result.notes.append(f"{split['num_skipped']} unreadable image(s) skipped")
+    if not num_attributes:
+        return result
+    if not dataset_attributes:
+        result.notes.append(f"{name} has no attribute labels: attribute metrics skipped")
+        return result
+    cols, why = _attribute_columns(attribute_names, dataset_attributes, num_attributes)
+    if cols is None:
+        result.notes.append(why)
+        return result
+    if has_reid:
+        parts, split_name = [result.query, result.gallery], "query+gallery"
+    elif _has_split(dataset, "test"):
+        result.test = run("test")
+        parts, split_name = [result.test], "test"
+    else:
+        result.notes.append(f"{name}: no 'test' split: attribute metrics skipped")
+        return result
+    _attribute_metrics(result, parts, split_name, cols, dataset_attributes, num_attributes, name)
+    return result
+
+
+def evaluate_model(model, dataset, *, predict_fn=None, attribute_names=None, batch_size=64, rerank=False,
+                   rerank_options=None) -> Evaluation:
+    """`evaluate` with what a model declares (input size, attributes, feature split; docs/design.md).
+
+    `predict_fn`: another predictor of the same network (its SavedModel or
+    TFLite export); default `keras_predictor(model)`.
+    """
+    return evaluate(predict_fn or keras_predictor(model), dataset, input_size=model.input_size,
+                    num_attributes=int(getattr(model, "num_attributes", 0) or 0),
+                    attribute_names=attribute_names, attribute_free_dims=attribute_free_dims(model),
+                    batch_size=batch_size, rerank=rerank, rerank_options=rerank_options)
