@@ -55,6 +55,7 @@ def cmd_gallery_build(args) -> int:
 def cmd_query(args) -> int:
     from edge import preprocess
     from edge.gallery import Gallery
+    from edge.stream import match_threshold
 
     model = _load_model(args)
     gallery = Gallery.load(args.gallery)
@@ -70,8 +71,16 @@ def cmd_query(args) -> int:
         print(f"skipped {p}: {why}", file=sys.stderr)
     results = []
     names = model.attribute_names
+    try:
+        threshold = match_threshold(args.threshold, model.metadata)
+    except ValueError as e:
+        threshold = None
+        print(f"note: no same-person decision: {e}", file=sys.stderr)
     for i, p in enumerate(kept):
         matches = gallery.search(out["embedding"][i], top_k=args.top_k)
+        if threshold is not None:
+            for m in matches:
+                m.same_person = bool(m.distance <= threshold)
         attrs = ({n: float(v) for n, v in zip(names, out["attributes"][i])} if names else None)
         results.append({"image": p, "matches": [m.__dict__ for m in matches], "attributes": attrs})
     if args.json:
@@ -80,7 +89,8 @@ def cmd_query(args) -> int:
         for r in results:
             print(f"{r['image']}{_fmt_attrs(r['attributes'])}")
             for rank, m in enumerate(r["matches"], 1):
-                print(f"  {rank}. {m['identity']:<16} distance {m['distance']:.4f}  ({m['path']})")
+                same = {True: " same person", False: ""}.get(m.get("same_person"), "")
+                print(f"  {rank}. {m['identity']:<16} distance {m['distance']:.4f}{same}  ({m['path']})")
     return 0 if results else 2
 
 
@@ -94,7 +104,7 @@ def cmd_stream(args) -> int:
     else:
         gallery = Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names,
                           model_name=model.metadata.model_name)
-    assigner = stream.IdentityAssigner(gallery, args.threshold)
+    assigner = stream.IdentityAssigner(gallery, args.threshold, metadata=model.metadata)
     skipped: list = []
     if args.video:
         items = stream.video_frames(args.video, every=args.every, max_frames=args.max_items)
@@ -144,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--image", required=True, help="an image file or a folder of them")
     q.add_argument("--top_k", type=int, default=5)
     q.add_argument("--json", action="store_true", help="print JSON")
+    q.add_argument("--threshold", type=float, default=None,
+                   help="mark matches within this distance as the same person (default: the model's calibrated one)")
     q.set_defaults(func=cmd_query)
 
     s = sub.add_parser("stream", help="assign identities to a stream of crops, registering new people")
@@ -152,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--watch", help="folder where crops appear")
     src.add_argument("--video", help="video file (frames are crops; needs OpenCV)")
-    s.add_argument("--threshold", type=float, required=True,
-                   help="a crop farther than this from every gallery entry is a new identity")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="a crop farther than this from every gallery entry is a new identity "
+                        "(default: the model's calibrated match_threshold, docs/retrieval.md)")
     s.add_argument("--poll", type=float, default=0.5, help="seconds between folder scans")
     s.add_argument("--idle_timeout", type=float, default=None, help="stop after this many seconds without new crops")
     s.add_argument("--every", type=int, default=1, help="video: take every N-th frame")
