@@ -3,6 +3,7 @@
     python -m edge gallery build --model hacnn_int8.tflite --images crops/ --out gallery
     python -m edge query  --model hacnn_int8.tflite --gallery gallery --image person.jpg --top_k 5
     python -m edge stream --model hacnn_int8.tflite --gallery gallery --watch incoming/ --threshold 1.0
+    python -m edge search --gallery gallery --attributes "female & backpack" --top_k 20 --json
 
 argparse rather than absl: the edge install is LiteRT + numpy + Pillow only.
 """
@@ -94,6 +95,38 @@ def cmd_query(args) -> int:
     return 0 if results else 2
 
 
+def cmd_search(args) -> int:
+    """Gallery images ranked by an attribute query (docs/retrieval.md); with --image, nearest
+    neighbours of the image whose attribute score is >= --min_score."""
+    from edge.gallery import Gallery
+    from keras_hpnet.retrieval.index import GalleryIndex
+
+    if GalleryIndex.is_index_file(args.gallery):
+        index = GalleryIndex.load(args.gallery)
+    else:
+        index = Gallery.load(args.gallery).to_index()
+    cameras = args.camera or None
+    if args.image:
+        if not args.model:
+            print("error: --image needs --model", file=sys.stderr)
+            return 2
+        model = _load_model(args)
+        out, _, _ = model.predict_paths([args.image])
+        hits = index.search(out["embedding"][0], args.top_k, cameras=cameras, attributes=args.attributes,
+                            min_score=args.min_score)[0]
+    else:
+        hits = index.search_attributes(args.attributes, args.top_k, cameras=cameras, min_score=args.min_score)
+    results = [{"identity": h.identity, "path": h.path, "score": h.score, "camera": h.camera,
+                **({"distance": h.distance} if args.image else {})} for h in hits]
+    if args.json:
+        print(json.dumps({"query": args.attributes, "image": args.image, "results": results}, indent=1))
+    else:
+        for rank, r in enumerate(results, 1):
+            dist = f"  distance {r['distance']:.4f}" if args.image else ""
+            print(f"{rank:3d}. {r['identity']:<16} score {r['score']:.4f}{dist}  ({r['path']})")
+    return 0
+
+
 def cmd_stream(args) -> int:
     from edge import stream
     from edge.gallery import Gallery
@@ -157,6 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threshold", type=float, default=None,
                    help="mark matches within this distance as the same person (default: the model's calibrated one)")
     q.set_defaults(func=cmd_query)
+
+    a = sub.add_parser("search", help="rank a gallery by an attribute query (optionally near an image)")
+    a.add_argument("--gallery", required=True, help="an edge gallery (gallery build --out) or a gallery index file")
+    a.add_argument("--attributes", required=True, help='attribute query, e.g. "female & backpack & !hat"')
+    a.add_argument("--top_k", type=int, default=20)
+    a.add_argument("--min_score", type=float, default=0.0, help="drop results scoring below this")
+    a.add_argument("--camera", type=int, action="append", help="only this camera (repeatable)")
+    a.add_argument("--image", default=None, help="also look like this image (needs --model)")
+    a.add_argument("--model", default=None, help="exported .tflite file (with --image)")
+    a.add_argument("--metadata", default=None, help="sidecar JSON (default: beside the model)")
+    a.add_argument("--threads", type=int, default=None)
+    a.add_argument("--delegate", default="xnnpack")
+    a.add_argument("--json", action="store_true", help="print one JSON object with a results list")
+    a.set_defaults(func=cmd_search)
 
     s = sub.add_parser("stream", help="assign identities to a stream of crops, registering new people")
     _model_args(s)

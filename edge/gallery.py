@@ -133,6 +133,15 @@ class Gallery:
                 break
         return out
 
+    def to_index(self, kind: str = "flat"):
+        """This gallery as a keras_hpnet.retrieval.index.GalleryIndex (filters, attribute search)."""
+        from keras_hpnet.retrieval.index import GalleryIndex
+
+        index = GalleryIndex(self.embedding_dim if len(self) else 1, kind, attribute_names=self.attribute_names,
+                             model_name=self.model_name)
+        index.add(self.embeddings, self.identities, cameras=self.camids, paths=self.paths, attributes=self.attributes)
+        return index
+
     # -- files ---------------------------------------------------------------
     @staticmethod
     def _paths(path: str) -> tuple[str, str]:

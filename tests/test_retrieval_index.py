@@ -2,6 +2,8 @@
 persistence and bad input. Ground truth is an argsort of full distance matrices."""
 
 import json
+import os
+import subprocess
 import sys
 import zipfile
 
@@ -14,6 +16,7 @@ from keras_hpnet.retrieval.index import GalleryIndex, IndexFormatError
 
 faiss = pytest.importorskip("faiss")
 D = 32
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = [("flat", "numpy"), ("flat", "faiss"), ("hnsw", "faiss"), ("ivf_sq8", "faiss"), ("ivf_pq", "faiss")]
 
 
@@ -207,3 +210,33 @@ def test_numpy_fallback_without_faiss(monkeypatch, tmp_path):
         GalleryIndex(D, "hnsw")
     path = ix.save(str(tmp_path / "g.npz"))
     assert GalleryIndex.load(path).search(x[7], 1)[0][0].slot == 7
+
+
+def test_edge_search_cli(tmp_path, capsys):
+    from edge.cli import main
+    from edge.gallery import Gallery
+
+    attrs = np.array([[0.9, 0.9], [0.2, 0.9], [0.95, 0.6], [0.1, 0.1]], np.float32)
+    g = Gallery(embeddings=np.eye(4, 3, dtype=np.float32), identities=["a", "b", "c", "d"],
+                paths=[f"p{i}.jpg" for i in range(4)], camids=[0, 1, 0, 1], attributes=attrs,
+                attribute_names=["Female", "Backpack"], model_name="tiny")
+    g.save(str(tmp_path / "gallery"))
+    assert main(["search", "--gallery", str(tmp_path / "gallery"), "--attributes", "female & backpack",
+                 "--top_k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["identity"] for r in out["results"]] == ["a", "c", "b"]
+    assert out["results"][0] == {"identity": "a", "path": "p0.jpg", "score": pytest.approx(0.81), "camera": 0}
+    # the same gallery as an index file, with a camera filter
+    index_path = g.to_index().save(str(tmp_path / "g.index.npz"))
+    assert main(["search", "--gallery", index_path, "--attributes", "backpack", "--camera", "1", "--json"]) == 0
+    assert [r["identity"] for r in json.loads(capsys.readouterr().out)["results"]] == ["b", "d"]
+    assert main(["search", "--gallery", index_path, "--attributes", "bakpack"]) == 2
+    assert "close names: Backpack" in capsys.readouterr().err
+    # edge never imports TensorFlow
+    code = ("import sys; from edge.cli import main; "
+            f"rc = main(['search', '--gallery', {index_path!r}, '--attributes', 'female']); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": REPO})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].split()[1] == "c"
