@@ -148,6 +148,7 @@ class GalleryIndex:
         self.model_name = str(model_name)
         self._index = None  # faiss index (ids = slots), built on the first add
         self._vectors = np.zeros((0, self.dim), np.float32)  # numpy backend only
+        self._norms = None  # their squared norms, cached
         self.identities = np.zeros(0, dtype="<U1")
         self.cameras = np.zeros(0, np.int64)
         self.timestamps = np.zeros(0, np.float64)
@@ -338,8 +339,10 @@ class GalleryIndex:
         if mask is None and self.backend == "faiss" and self.kind == "hnsw" and not self.alive.all():
             mask = self.alive
         if self.backend == "numpy":
+            if mask is None and self.alive.all():  # no copy of the gallery
+                return _brute_force(q, self._vectors, k, None, self._squared_norms())
             rows = np.flatnonzero(self.alive if mask is None else mask)
-            return _brute_force(q, self._vectors[rows], k, rows)
+            return _brute_force(q, self._vectors[rows], k, rows, self._squared_norms()[rows])
         faiss = _faiss()
         p = self.params
         kwargs = {}
@@ -356,6 +359,11 @@ class GalleryIndex:
         dist, slots = self._index.search(q, k, params=params)
         del bits  # the selector reads it during the search only
         return dist, slots
+
+    def _squared_norms(self):
+        if getattr(self, "_norms", None) is None or len(self._norms) != len(self._vectors):
+            self._norms = np.einsum("ij,ij->i", self._vectors, self._vectors)
+        return self._norms
 
     # -- persistence --------------------------------------------------------------------
     def _header(self, index_bytes) -> dict:
@@ -490,15 +498,18 @@ def faiss_ids(index) -> np.ndarray:
     return vector_to_array(index.id_map).astype(np.int64)
 
 
-def _brute_force(q, vectors, k, rows, chunk_size=4096):
-    """Exact squared-L2 top-k: (distances, slots) `[Q, k]` over `vectors` whose slots are `rows`."""
-    k = min(k, len(rows))
-    v2 = np.einsum("ij,ij->i", vectors, vectors)
+def _brute_force(q, vectors, k, rows=None, squared_norms=None, chunk_size=4096):
+    """Exact squared-L2 top-k: (distances, slots) `[Q, k]` over `vectors` (slots `rows`, default 0..N-1)."""
+    k = min(k, len(vectors))
+    v2 = np.einsum("ij,ij->i", vectors, vectors) if squared_norms is None else squared_norms
     dist = np.empty((len(q), k), np.float32)
     slots = np.empty((len(q), k), np.int64)
     for s in range(0, len(q), chunk_size):
         part = q[s : s + chunk_size]
-        d = v2[None, :] - 2.0 * (part @ vectors.T) + np.einsum("ij,ij->i", part, part)[:, None]
+        d = part @ vectors.T
+        d *= -2.0
+        d += v2[None, :]
+        d += np.einsum("ij,ij->i", part, part)[:, None]
         if k < d.shape[1]:
             top = np.argpartition(d, k - 1, axis=1)[:, :k]
         else:
@@ -506,5 +517,6 @@ def _brute_force(q, vectors, k, rows, chunk_size=4096):
         td = np.take_along_axis(d, top, 1)
         order = np.lexsort((top, td), axis=1)  # distance, then slot
         dist[s : s + len(part)] = np.take_along_axis(td, order, 1)
-        slots[s : s + len(part)] = rows[np.take_along_axis(top, order, 1)]
+        top = np.take_along_axis(top, order, 1)
+        slots[s : s + len(part)] = top if rows is None else rows[top]
     return dist, slots
