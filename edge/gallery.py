@@ -137,9 +137,11 @@ class Gallery:
         """This gallery as a keras_hpnet.retrieval.index.GalleryIndex (filters, attribute search)."""
         from keras_hpnet.retrieval.index import GalleryIndex
 
-        index = GalleryIndex(self.embedding_dim if len(self) else 1, kind, attribute_names=self.attribute_names,
+        index = GalleryIndex(max(1, self.embedding_dim), kind, attribute_names=self.attribute_names,
                              model_name=self.model_name)
-        index.add(self.embeddings, self.identities, cameras=self.camids, paths=self.paths, attributes=self.attributes)
+        if len(self):  # an empty gallery gives an empty index ("the gallery index is empty" on search)
+            index.add(self.embeddings, self.identities, cameras=self.camids, paths=self.paths,
+                      attributes=self.attributes)
         return index
 
     # -- files ---------------------------------------------------------------
