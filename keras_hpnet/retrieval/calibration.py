@@ -42,11 +42,11 @@ DISTANCES = ("euclidean", "cosine")
 
 
 def _features(x, name):
-    x = np.asarray(x, np.float32)
-    if x.ndim != 2 or not len(x):
-        raise ValueError(f"{name}: expected a non-empty [N, D] embedding matrix, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name}: contains NaN or inf")
+    from keras_hpnet.metrics.distance import _features as checked
+
+    x = checked(x, name)
+    if not len(x):
+        raise ValueError(f"{name}: no embeddings")
     return x
 
 

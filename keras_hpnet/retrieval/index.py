@@ -112,9 +112,9 @@ def _embeddings(x, dim, name="embeddings"):
 
 
 def _normalized(x):
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    n[n == 0] = 1.0
-    return np.ascontiguousarray(x / n, np.float32)
+    from keras_hpnet.metrics.distance import _l2_normalize
+
+    return np.ascontiguousarray(_l2_normalize(x), np.float32)
 
 
 class GalleryIndex:

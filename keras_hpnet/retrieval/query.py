@@ -119,19 +119,18 @@ class _Parser:
             self.error(f"expected '&', '|' or the end, got {tok.text!r}", tok.pos)
         return node
 
-    def parse_or(self):
-        parts = [self.parse_and()]
-        while self.peek().text == "|" and self.peek().kind == "op":
+    def parse_chain(self, op, operand, kind):
+        parts = [operand()]
+        while self.peek().kind == "op" and self.peek().text == op:
             self.take()
-            parts.append(self.parse_and())
-        return parts[0] if len(parts) == 1 else ("or", parts)
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else (kind, parts)
+
+    def parse_or(self):
+        return self.parse_chain("|", self.parse_and, "or")
 
     def parse_and(self):
-        parts = [self.parse_unary()]
-        while self.peek().text == "&" and self.peek().kind == "op":
-            self.take()
-            parts.append(self.parse_unary())
-        return parts[0] if len(parts) == 1 else ("and", parts)
+        return self.parse_chain("&", self.parse_unary, "and")
 
     def parse_unary(self):
         tok = self.take()
