@@ -16,8 +16,8 @@ import os
 import sys
 
 
-def _model_args(p):
-    p.add_argument("--model", required=True, help="exported .tflite file")
+def _model_args(p, required=True):
+    p.add_argument("--model", required=required, help="exported .tflite file")
     p.add_argument("--metadata", default=None, help="sidecar JSON (default: beside the model)")
     p.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: LiteRT's)")
     p.add_argument("--delegate", default="xnnpack",
@@ -198,10 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--min_score", type=float, default=0.0, help="drop results scoring below this")
     a.add_argument("--camera", type=int, action="append", help="only this camera (repeatable)")
     a.add_argument("--image", default=None, help="also look like this image (needs --model)")
-    a.add_argument("--model", default=None, help="exported .tflite file (with --image)")
-    a.add_argument("--metadata", default=None, help="sidecar JSON (default: beside the model)")
-    a.add_argument("--threads", type=int, default=None)
-    a.add_argument("--delegate", default="xnnpack")
+    _model_args(a, required=False)
     a.add_argument("--json", action="store_true", help="print one JSON object with a results list")
     a.set_defaults(func=cmd_search)
 
