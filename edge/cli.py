@@ -118,6 +118,8 @@ def cmd_search(args) -> int:
         hits = index.search_attributes(args.attributes, args.top_k, cameras=cameras, min_score=args.min_score)
     results = [{"identity": h.identity, "path": h.path, "score": h.score, "camera": h.camera,
                 **({"distance": h.distance} if args.image else {})} for h in hits]
+    if args.picture:
+        _search_picture(index, args.attributes, hits, args.picture)
     if args.json:
         print(json.dumps({"query": args.attributes, "image": args.image, "results": results}, indent=1))
     else:
@@ -125,6 +127,27 @@ def cmd_search(args) -> int:
             dist = f"  distance {r['distance']:.4f}" if args.image else ""
             print(f"{rank:3d}. {r['identity']:<16} score {r['score']:.4f}{dist}  ({r['path']})")
     return 0
+
+
+def _search_picture(index, text, hits, out):
+    """The hits' crops with their attribute probabilities (unreadable crops drawn grey)."""
+    import numpy as np
+
+    from edge import preprocess
+    from keras_hpnet.retrieval.picture import attribute_search_picture
+    from keras_hpnet.retrieval.query import parse_query
+    from keras_hpnet.viz import save_png
+
+    crops = []
+    for h in hits:
+        try:
+            crops.append(preprocess.load_image(h.path))
+        except (preprocess.ImageError, OSError, ValueError):
+            crops.append(np.full((128, 64, 3), 200, np.uint8))
+    probs = index.attributes[[h.slot for h in hits]] if hits else np.zeros((0, len(index.attribute_names)))
+    save_png(attribute_search_picture(parse_query(text, index.attribute_names), crops, np.nan_to_num(probs),
+                                      [h.score for h in hits]), out)
+    print(f"picture: {out}", file=sys.stderr)
 
 
 def cmd_stream(args) -> int:
@@ -200,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--image", default=None, help="also look like this image (needs --model)")
     _model_args(a, required=False)
     a.add_argument("--json", action="store_true", help="print one JSON object with a results list")
+    a.add_argument("--picture", default=None, help="also draw the results' crops with their attributes (PNG)")
     a.set_defaults(func=cmd_search)
 
     s = sub.add_parser("stream", help="assign identities to a stream of crops, registering new people")

@@ -240,3 +240,32 @@ def test_edge_search_cli(tmp_path, capsys):
                        env={**os.environ, "PYTHONPATH": REPO})
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].split()[1] == "c"
+
+
+def test_attribute_search_picture(tmp_path, capsys):
+    from PIL import Image
+
+    from edge.cli import main
+    from edge.gallery import Gallery
+    from keras_hpnet.retrieval.picture import attribute_search_picture
+    from keras_hpnet.retrieval.query import parse_query
+
+    q = parse_query("hat & !backpack", ["hat", "backpack"])
+    crops = [np.full((32, 16, 3), v, np.uint8) for v in (50, 100, 150)]
+    probs = np.array([[0.9, 0.1], [0.8, 0.3], [0.2, 0.9]])
+    img = attribute_search_picture(q, crops, probs, q.score(probs), relevant=[True, True, False], tile_hw=(64, 32))
+    assert img.dtype == np.uint8 and img.ndim == 3
+    assert np.all(img == (0, 200, 0), -1).sum() > np.all(img == (230, 0, 0), -1).sum() > 0  # 2 green, 1 red
+    with pytest.raises(ValueError, match="3 images but 2 scores"):
+        attribute_search_picture(q, crops, probs, [0.1, 0.2])
+    # from the edge CLI, crops read from the gallery's paths
+    paths = []
+    for i, v in enumerate((40, 120)):
+        paths.append(str(tmp_path / f"c{i}.png"))
+        Image.fromarray(np.full((40, 20, 3), v, np.uint8)).save(paths[-1])
+    g = Gallery(embeddings=np.eye(2, dtype=np.float32), identities=["a", "b"], paths=paths, camids=[0, 1],
+                attributes=np.array([[0.9, 0.1], [0.3, 0.2]], np.float32), attribute_names=["hat", "backpack"])
+    g.save(str(tmp_path / "g"))
+    out = str(tmp_path / "search.png")
+    assert main(["search", "--gallery", str(tmp_path / "g"), "--attributes", "hat", "--picture", out]) == 0
+    assert Image.open(out).size[0] > 100 and "picture:" in capsys.readouterr().err

@@ -365,7 +365,9 @@ def calibration_picture(genuine, impostor, fpr, tpr, threshold, *, title="", bin
     for dec in range(-5, 1):
         x = rx0 + (dec + 5) / 5 * (rx1 - rx0)
         draw.line([(x, y0), (x, y1)], fill=LIGHT_GREY)
-        draw.text((x - 10, y1 + 4), f"1e{dec}", fill=BLACK, font=fnt)
+        draw.text((min(x - 10, rx1 - 24), y1 + 4), f"1e{dec}", fill=BLACK, font=fnt)
+    draw.text((rx0 - 30, y0), "TPR 1", fill=BLACK, font=fnt)
+    draw.text((rx0 - 12, y1 - 12), "0", fill=BLACK, font=fnt)
     f = np.clip(np.asarray(fpr, np.float64), 1e-5, 1.0)
     t = np.asarray(tpr, np.float64)
     keep = np.unique(np.linspace(0, len(f) - 1, min(len(f), 4000)).astype(np.int64))  # enough for 360 px
