@@ -38,8 +38,9 @@ def test_pairs_and_hand_computed_roc():
     assert sorted(zip(gq.tolist(), gg.tolist())) == [(0, 0), (0, 2), (1, 1), (1, 3)]
     iq, ig, sampled = cal.impostor_pairs(QP, GP, max_pairs=100)
     assert not sampled and sorted(zip(iq.tolist(), ig.tolist())) == [(0, 1), (0, 3), (0, 4), (1, 0), (1, 2)]
-    genuine = cal.pair_distance(QX[gq], GX[gg])
-    impostor = cal.pair_distance(QX[iq], GX[ig])
+    genuine = cal.pair_distance(QX, GX, gq, gg)
+    impostor = cal.pair_distance(QX, GX, iq, ig, chunk_size=2)  # gathered two pairs at a time
+    assert cal.pair_distance(QX, GX, [0], [1], "cosine") == pytest.approx([0.0])
     fpr, tpr, thr = cal.roc_curve(genuine, impostor)
     assert thr.tolist() == [-np.inf, 0, 10, 30, 70, 90, 100]
     assert tpr.tolist() == [0, 0.25, 0.5, 0.75, 0.75, 1, 1]
@@ -164,3 +165,17 @@ def test_cli_writes_calibration_json_and_picture(tmp_path, capsys):
         calibrate.run(str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="target_fpr"):
         calibrate.run(run_dir, target_fpr=0)
+
+
+def test_nearest_gallery_chunked_equals_one_block():
+    rng = np.random.default_rng(0)
+    qp, gp = rng.integers(0, 50, 300), rng.integers(0, 50, 900)
+    qc, gc = rng.integers(0, 3, 300), rng.integers(0, 3, 900)
+    qx, gx = rng.normal(size=(300, 8)), rng.normal(size=(900, 8))
+    d, ok = cal.nearest_gallery(qx, qp, qc, gx, gp, gc, budget=10**9)
+    d7, ok7 = cal.nearest_gallery(qx, qp, qc, gx, gp, gc, budget=900 * 7)  # 7 queries per block
+    assert np.array_equal(d, d7) and np.array_equal(ok, ok7)
+    full = np.sqrt(((qx[:, None] - gx[None]) ** 2).sum(-1))
+    full[(qp[:, None] == gp[None]) & (qc[:, None] == gc[None])] = np.inf
+    assert d == pytest.approx(full.min(1), abs=1e-4)
+    assert np.array_equal(ok, gp[full.argmin(1)] == qp)

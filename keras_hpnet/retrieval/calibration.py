@@ -50,14 +50,16 @@ def _features(x, name):
     return x
 
 
-def pair_distance(a, b, distance="euclidean", chunk_size=65536):
-    """Row-wise distances `d(a[i], b[i])` `[N]` (float64), chunked."""
+def pair_distance(a, b, ia, ib, distance="euclidean", chunk_size=65536):
+    """Distances `d(a[ia[k]], b[ib[k]])` `[K]` (float64), gathered `chunk_size` pairs at a time
+    (memory O(chunk_size x D), never K x D)."""
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    out = np.empty(len(a), np.float64)
-    for s in range(0, len(a), chunk_size):
-        x = np.asarray(a[s : s + chunk_size], np.float64)
-        y = np.asarray(b[s : s + chunk_size], np.float64)
+    ia, ib = np.asarray(ia, np.int64), np.asarray(ib, np.int64)
+    out = np.empty(len(ia), np.float64)
+    for s in range(0, len(ia), chunk_size):
+        x = np.asarray(a[ia[s : s + chunk_size]], np.float64)
+        y = np.asarray(b[ib[s : s + chunk_size]], np.float64)
         if distance == "euclidean":
             out[s : s + len(x)] = np.sqrt(((x - y) ** 2).sum(1))
         else:
@@ -190,14 +192,17 @@ def threshold_at_rank1_precision(nearest_distance, nearest_correct, target: floa
     return float(d[k]), float((k + 1) / len(d))
 
 
-def nearest_gallery(q_emb, q_pids, q_cams, g_emb, g_pids, g_cams, distance="euclidean", chunk_size=1024):
-    """(distance, correct) of each query's nearest gallery image, same-id same-camera excluded."""
+def nearest_gallery(q_emb, q_pids, q_cams, g_emb, g_pids, g_cams, distance="euclidean", budget=4_000_000):
+    """(distance, correct) of each query's nearest gallery image, same-id same-camera excluded.
+
+    Queries are processed `budget / G` at a time (memory O(budget))."""
     from keras_hpnet.metrics import cosine_distance, euclidean_distance
 
     fn = euclidean_distance if distance == "euclidean" else cosine_distance
     q_pids, q_cams, g_pids, g_cams = (np.asarray(x) for x in (q_pids, q_cams, g_pids, g_cams))
     dist = np.empty(len(q_emb))
     correct = np.zeros(len(q_emb), bool)
+    chunk_size = max(1, int(budget) // max(1, len(g_emb)))
     for s in range(0, len(q_emb), chunk_size):
         d = fn(q_emb[s : s + chunk_size], g_emb).astype(np.float64)
         sl = slice(s, s + len(d))
@@ -236,8 +241,8 @@ def calibrate(q_emb, q_pids, q_cams, g_emb, g_pids, g_cams, *, distance="euclide
     iq, ig, sampled = impostor_pairs(q_pids, g_pids, max_impostor_pairs, seed=seed + 1)
     if not len(iq):
         raise ValueError("no impostor pair (different identities) between query and gallery")
-    genuine = pair_distance(q_emb[gq], g_emb[gg], distance)
-    impostor = pair_distance(q_emb[iq], g_emb[ig], distance)
+    genuine = pair_distance(q_emb, g_emb, gq, gg, distance)
+    impostor = pair_distance(q_emb, g_emb, iq, ig, distance)
     fpr, tpr, thr = roc_curve(genuine, impostor)
     eer, eer_threshold = equal_error_rate(fpr, tpr, thr)
     notes = []
