@@ -335,13 +335,15 @@ class GalleryIndex:
                    None if scores is None else float(scores[slot]))
 
     def _knn(self, q, k, mask):
-        """Squared L2 distances and slots `[Q, k]` (slot -1 when fewer were found)."""
-        if mask is None and self.backend == "faiss" and self.kind == "hnsw" and not self.alive.all():
-            mask = self.alive
+        """Squared L2 distances and slots `[Q, k]` (slot -1 when fewer were found).
+
+        `mask`: the slots to search (alive and inside the filters; HNSW
+        tombstones are excluded this way), None for every slot.
+        """
         if self.backend == "numpy":
-            if mask is None and self.alive.all():  # no copy of the gallery
+            if mask is None:  # no copy of the gallery
                 return _brute_force(q, self._vectors, k, None, self._squared_norms())
-            rows = np.flatnonzero(self.alive if mask is None else mask)
+            rows = np.flatnonzero(mask)
             return _brute_force(q, self._vectors[rows], k, rows, self._squared_norms()[rows])
         faiss = _faiss()
         p = self.params
