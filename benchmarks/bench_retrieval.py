@@ -64,10 +64,12 @@ def configs(n, dim):
     return out
 
 
-def bench(name, kind, backend, params, variants, gallery, q, truth, k=10, num_single=200):
+def bench(name, kind, backend, params, variants, gallery, q, truth, k=10, num_single=200, first_add=None):
     ix = GalleryIndex(gallery.shape[1], kind, backend=backend, **params)
     t = time.perf_counter()
-    ix.add(gallery, np.arange(len(gallery)))
+    step = first_add or len(gallery)  # IVF kinds train on the first add
+    for s in range(0, len(gallery), step):
+        ix.add(gallery[s : s + step], np.arange(s, min(len(gallery), s + step)))
     build = time.perf_counter() - t
     nbytes = ix.nbytes()
     rows = []
@@ -85,7 +87,8 @@ def bench(name, kind, backend, params, variants, gallery, q, truth, k=10, num_si
         got = [[h.slot for h in row] for row in hits]
         r1 = float(np.mean([g[:1] == t[:1].tolist() for g, t in zip(got, truth)]))
         r10 = float(np.mean([len(set(g) & set(t.tolist())) / k for g, t in zip(got, truth)]))
-        label = name + "".join(f" {SHORT[k]}{v}" for k, v in variant.items())
+        base = f"ivf{ix.params['nlist']} {name.split(' ', 1)[1]}" if kind.startswith("ivf") else name  # as built
+        label = base + "".join(f" {SHORT[k]}{v}" for k, v in variant.items())
         rows.append({"index": label, "kind": kind, "backend": backend, "size": len(gallery),
                      "dim": gallery.shape[1], "build_s": round(build, 3), "bytes": nbytes,
                      "x_smaller": round(gallery.nbytes / max(nbytes, 1), 2),
@@ -102,9 +105,12 @@ def main():
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--num_queries", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", default="", help="comma-separated kinds to run: flat,hnsw,ivf_sq8,ivf_pq (default: all)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated kinds (flat,hnsw,ivf_sq8,ivf_pq) or numpy/faiss (default: all)")
     parser.add_argument("--pq_max_size", type=int, default=20000,
                         help="skip ivf_pq above this size (its k-means training is slow on 2 cores)")
+    parser.add_argument("--first_add", type=int, default=None,
+                        help="add the gallery in batches of this size (IVF kinds train on the first)")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
     if faiss_available():
@@ -121,12 +127,12 @@ def main():
         q = queries_near(centres, args.num_queries, args.dim, seed=1)
         truth = exact_top(gallery, q, 10)
         for name, kind, backend, params, variants in configs(n, args.dim):
-            if args.only and kind not in args.only.split(","):
+            if args.only and not {kind, name.split()[0]} & set(args.only.split(",")):
                 continue
             if kind == "ivf_pq" and n > args.pq_max_size:
                 print(f"{name:<22} {n:>8} skipped (--pq_max_size {args.pq_max_size})", flush=True)
                 continue
-            for row in bench(name, kind, backend, params, variants, gallery, q, truth):
+            for row in bench(name, kind, backend, params, variants, gallery, q, truth, first_add=args.first_add):
                 rows.append(row)
                 print(f"{row['index']:<22} {n:>8} {row['build_s']:>8.2f} {row['bytes'] / 2**20:>8.1f} "
                       f"{row['x_smaller']:>9.2f} "
