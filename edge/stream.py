@@ -51,10 +51,11 @@ class IdentityAssigner:
 
     def __init__(self, gallery: Gallery, threshold: float | None = None, prefix: str = "new-",
                  update_gallery: bool = True, metadata=None):
-        threshold = match_threshold(threshold, metadata)
         distance = getattr(metadata, "match_distance", None)
-        if distance and distance != gallery.distance:
-            raise ValueError(f"the calibrated threshold is for {distance} distance, the gallery uses {gallery.distance}")
+        if threshold is None and distance and distance != gallery.distance:
+            raise ValueError(f"the calibrated threshold is for {distance} distance, "
+                             f"the gallery uses {gallery.distance}")
+        threshold = match_threshold(threshold, metadata)
         self.gallery = gallery
         self.threshold = float(threshold)
         self.prefix = prefix

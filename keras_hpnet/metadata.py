@@ -73,7 +73,8 @@ class ModelMetadata:
             try:
                 kwargs["match_threshold"] = float(kwargs["match_threshold"])
             except (TypeError, ValueError):
-                raise ValueError(f"{source}: field 'match_threshold' must be a number, got {d['match_threshold']!r}") from None
+                raise ValueError(f"{source}: field 'match_threshold' must be a number, "
+                                 f"got {d['match_threshold']!r}") from None
         kwargs["attribute_names"] = [str(a) for a in kwargs.get("attribute_names") or []]
         return cls(**kwargs)
 

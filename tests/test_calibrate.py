@@ -129,6 +129,7 @@ def test_metadata_and_edge_matching_use_the_calibrated_threshold(tmp_path):
     md.match_distance = "cosine"
     with pytest.raises(ValueError, match="for cosine distance"):
         IdentityAssigner(gallery, metadata=md)
+    assert IdentityAssigner(gallery, threshold=2.0, metadata=md).threshold == 2.0  # explicit: no check
 
 
 def test_read_calibration_errors(tmp_path):
