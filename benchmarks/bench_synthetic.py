@@ -42,7 +42,7 @@ def tiny_cnn_probe(ds, epochs, seed=0, size=(64, 32)):
     from keras_hpnet.metrics import attribute_metrics, euclidean_distance, reid_metrics
 
     keras.utils.set_random_seed(seed)
-    x = load_pixels(ds.train, size).reshape(-1, *size, 3) * 255.0
+    x = load_pixels(ds.train, size)[0].reshape(-1, *size, 3) * 255.0  # generated: all readable
     y = np.array([r.pid for r in ds.train])
     a = np.stack([r.attributes for r in ds.train]).astype("float32")
     pos_w, neg_w = np.exp(1 - a.mean(0)).astype("float32"), np.exp(a.mean(0)).astype("float32")
@@ -74,7 +74,7 @@ def tiny_cnn_probe(ds, epochs, seed=0, size=(64, 32)):
     feat = keras.Model(inp, [emb, att])
 
     def embed(recs):
-        e, p = feat.predict(load_pixels(recs, size).reshape(-1, *size, 3) * 255.0, batch_size=128, verbose=0)
+        e, p = feat.predict(load_pixels(recs, size)[0].reshape(-1, *size, 3) * 255.0, batch_size=128, verbose=0)
         return e / np.linalg.norm(e, axis=1, keepdims=True), 1 / (1 + np.exp(-p))
 
     qe, _ = embed(ds.query)

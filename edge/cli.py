@@ -60,6 +60,7 @@ def cmd_query(args) -> int:
 
     model = _load_model(args)
     gallery = Gallery.load(args.gallery)
+    gallery.check_model(model.metadata, f"gallery {args.gallery}")
     if os.path.isdir(args.image):
         paths = preprocess.list_images(args.image)
         if not paths:
@@ -101,16 +102,20 @@ def cmd_search(args) -> int:
     from edge.gallery import Gallery
     from keras_hpnet.retrieval.index import GalleryIndex
 
+    if args.image and not args.model:
+        print("error: --image needs --model", file=sys.stderr)
+        return 2
+    model = _load_model(args) if args.image else None
+    md = model.metadata if model else None
     if GalleryIndex.is_index_file(args.gallery):
-        index = GalleryIndex.load(args.gallery)
+        index = GalleryIndex.load(args.gallery, dim=md and md.embedding_size, model_name=md and md.model_name)
     else:
-        index = Gallery.load(args.gallery).to_index()
+        gallery = Gallery.load(args.gallery)
+        if md:
+            gallery.check_model(md, f"gallery {args.gallery}")
+        index = gallery.to_index()
     cameras = args.camera or None
     if args.image:
-        if not args.model:
-            print("error: --image needs --model", file=sys.stderr)
-            return 2
-        model = _load_model(args)
         out, _, _ = model.predict_paths([args.image])
         hits = index.search(out["embedding"][0], args.top_k, cameras=cameras, attributes=args.attributes,
                             min_score=args.min_score)[0]
@@ -157,9 +162,10 @@ def cmd_stream(args) -> int:
     model = _load_model(args)
     if args.gallery:
         gallery = Gallery.load(args.gallery)
+        gallery.check_model(model.metadata, f"gallery {args.gallery}")
     else:
         gallery = Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names,
-                          model_name=model.metadata.model_name)
+                          model_name=model.metadata.model_name, input_size=list(model.input_size))
     assigner = stream.IdentityAssigner(gallery, args.threshold, metadata=model.metadata)
     skipped: list = []
     if args.video:

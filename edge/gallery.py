@@ -12,6 +12,8 @@ import io
 import json
 import os
 import re
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -70,6 +72,7 @@ class Gallery:
     attribute_names: list[str] = dataclasses.field(default_factory=list)
     model_name: str = ""
     distance: str = "euclidean"
+    input_size: list[int] | None = None  # (H, W) of the model that embedded it
 
     def __post_init__(self):
         emb = np.asarray(self.embeddings, np.float32)
@@ -91,12 +94,37 @@ class Gallery:
     def __len__(self) -> int:
         return len(self.identities)
 
+    def check_finite(self, source: str = "gallery") -> None:
+        """ValueError naming the rows whose embedding is NaN or infinite."""
+        bad = np.flatnonzero(~np.isfinite(self.embeddings).all(axis=1)) if len(self) else []
+        if len(bad):
+            rows = ", ".join(f"{i} ({self.paths[i] or self.identities[i]})" for i in bad[:5])
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise ValueError(f"{source}: {len(bad)} of {len(self)} embeddings are not finite (NaN or inf): "
+                             f"rows {rows}{more}; rebuild the gallery")
+
+    def check_model(self, metadata, source: str = "gallery") -> None:
+        """ValueError if the gallery was built with another model than `metadata` describes
+        (model name, embedding size, attribute names, input size as recorded)."""
+        model = {"model_name": metadata.model_name, "embedding_size": int(metadata.embedding_size),
+                 "attribute_names": list(metadata.attribute_names),
+                 "input_size": [int(metadata.input_height), int(metadata.input_width)]}
+        mine = {"model_name": self.model_name, "embedding_size": self.embedding_dim if len(self) else None,
+                "attribute_names": list(self.attribute_names), "input_size": self.input_size}
+        differ = [f"{k} {mine[k]!r} vs the model's {model[k]!r}" for k in model
+                  if mine[k] not in (None, "", []) and model[k] not in ("", []) and mine[k] != model[k]]
+        if differ:
+            raise ValueError(f"{source} was built with another model: {'; '.join(differ)} "
+                             "(rebuild it with this model: python -m edge gallery build)")
+
     @property
     def embedding_dim(self) -> int:
         return int(self.embeddings.shape[1])
 
     def add(self, embedding, identity: str, path: str = "", camid: int = -1, attributes=None) -> None:
         emb = np.asarray(embedding, np.float32).reshape(1, -1)
+        if not np.isfinite(emb).all():
+            raise ValueError(f"gallery: embedding of {path or identity} is not finite (NaN or inf)")
         if len(self) and emb.shape[1] != self.embedding_dim:
             raise ValueError(f"gallery: embedding of size {emb.shape[1]}, gallery has {self.embedding_dim}")
         self.embeddings = emb if not len(self) else np.concatenate([self.embeddings, emb])
@@ -112,6 +140,8 @@ class Gallery:
     def distances(self, embeddings) -> np.ndarray:
         q = np.asarray(embeddings, np.float32)
         q = q.reshape(1, -1) if q.ndim == 1 else q
+        if not np.isfinite(q).all():
+            raise ValueError("query embedding is not finite (NaN or inf): the model output is broken")
         if q.shape[1] != self.embedding_dim:
             raise ValueError(f"query embedding of size {q.shape[1]} but gallery embeddings have {self.embedding_dim} "
                              "(was the gallery built with another model?)")
@@ -153,6 +183,7 @@ class Gallery:
     def save(self, path: str) -> tuple[str, str]:
         """Write `<path>.npz` and `<path>.json` atomically; returns both paths."""
         npz_path, json_path = self._paths(path)
+        self.check_finite(f"gallery {npz_path}")
         buf = io.BytesIO()
         arrays = {"embeddings": self.embeddings}
         if self.attributes is not None:
@@ -164,6 +195,7 @@ class Gallery:
             "distance": self.distance,
             "embedding_size": self.embedding_dim if len(self) else 0,
             "attribute_names": list(self.attribute_names),
+            "input_size": self.input_size,
             "identities": self.identities,
             "paths": self.paths,
             "camids": self.camids,
@@ -190,12 +222,17 @@ class Gallery:
             with np.load(npz_path, allow_pickle=False) as z:
                 emb = z["embeddings"]
                 attrs = z["attributes"] if "attributes" in z.files else None
-        except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"gallery {npz_path}: cannot read arrays ({e})") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise ValueError(f"gallery {npz_path}: cannot read arrays, truncated or not a gallery .npz "
+                             f"({type(e).__name__}: {e})") from None
         n = len(info["identities"])
-        if emb.shape[0] != n:
-            raise ValueError(f"gallery {npz_path}: {emb.shape[0]} embeddings but {json_path} lists {n} identities")
-        return cls(
+        if emb.ndim == 0 or emb.shape[0] != n or (n and (emb.ndim != 2 or not np.issubdtype(emb.dtype, np.floating))):
+            raise ValueError(f"gallery {npz_path}: embeddings of shape {emb.shape} ({emb.dtype}) but {json_path} "
+                             f"lists {n} identities")
+        size = info.get("embedding_size")
+        if n and size and emb.shape[1] != size:
+            raise ValueError(f"gallery {npz_path}: embeddings of size {emb.shape[1]}, {json_path} says {size}")
+        gallery = cls(
             embeddings=emb.reshape(n, -1) if n else np.zeros((0, int(info.get("embedding_size") or 0)), np.float32),
             identities=info["identities"],
             paths=info.get("paths") or [],
@@ -204,7 +241,10 @@ class Gallery:
             attribute_names=info.get("attribute_names") or [],
             model_name=info.get("model_name", ""),
             distance=info.get("distance", "euclidean"),
+            input_size=info.get("input_size"),
         )
+        gallery.check_finite(f"gallery {npz_path}")
+        return gallery
 
 
 def build_gallery(model, folder: str) -> tuple[Gallery, list[tuple[str, str]]]:
@@ -238,5 +278,6 @@ def build_gallery(model, folder: str) -> tuple[Gallery, list[tuple[str, str]]]:
         attribute_names=names,
         model_name=model.metadata.model_name,
         distance=model.metadata.distance,
+        input_size=list(model.input_size),
     )
     return gallery, skipped

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import os
 
-
-from keras_hpnet.preprocessing import ImageError, prepare, resize_bilinear
+from keras_hpnet.preprocessing import IMAGE_EXTENSIONS, ImageError, prepare, resize_bilinear
 from keras_hpnet.preprocessing import load_rgb as load_image
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageError", "list_images", "load_image", "prepare", "resize_bilinear"]
 

@@ -2,13 +2,19 @@
 
 Networks (HA-CNN, HAT-CNN, HydraPlus-Net, M-net) are built with
 :func:`keras_hpnet.build_model`. Sub-packages that need no TensorFlow
-(`keras_hpnet.metrics`, `keras_hpnet.metadata`) import without it: this module
-loads TensorFlow/Keras only when a model-related name is first used.
+(`keras_hpnet.metrics`, `keras_hpnet.metadata`, `keras_hpnet.datasets`)
+import without it: this module loads TensorFlow/Keras only when a
+model-related name is first used. After `import keras_hpnet`,
+`keras.saving.load_model` reads keras_hpnet models (`_keras_hook`).
 """
 
 import importlib
 
+from keras_hpnet import _keras_hook
+
 __version__ = "0.1.0"
+
+_keras_hook.install()
 
 _LAZY = {
     "build_model": ("keras_hpnet.models", "build_model"),

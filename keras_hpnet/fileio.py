@@ -14,7 +14,9 @@ import tempfile
 def atomic_path(path: str):
     """Yield a temporary path beside `path`; rename it over `path` on success.
 
-    On any exception the temporary file is removed and `path` is untouched.
+    On any exception the temporary file is removed and `path` is untouched;
+    an ``OSError`` that names no file (a full disk on ``write``) is raised
+    again naming `path`.
     """
     directory = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(directory, exist_ok=True)
@@ -27,6 +29,10 @@ def atomic_path(path: str):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, path) from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -17,6 +17,11 @@ from __future__ import annotations
 import numpy as np
 
 
+# File names read as images everywhere (dataset folders, edge galleries and
+# queries); Pillow reads them all, the pipeline picks the decoder per file.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
 class ImageError(ValueError):
     """An image file that cannot be read or decoded (the message names it)."""
 

@@ -55,3 +55,15 @@ def write_tiny_run(run_dir: str, model: TinyNet | None = None, attribute_names=N
         json.dump(config, f)
     model.save(os.path.join(run_dir, "model.keras"))
     return run_dir
+
+
+def person_crop(rng, colours, h=64, w=32) -> np.ndarray:
+    """A synthetic person crop uint8 [h, w, 3]: two coloured body halves, a
+    "head" of the third colour, a little jitter and noise."""
+    img = np.empty((h, w, 3), np.float32)
+    cut = h // 2 + int(rng.integers(-3, 4))
+    img[:cut] = colours[0]
+    img[cut:] = colours[1]
+    img[: h // 5, w // 3: 2 * w // 3] = colours[2]  # "head"
+    img += rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)

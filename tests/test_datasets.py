@@ -1,5 +1,6 @@
 """Dataset readers on tiny fake copies of each official format (written in tmp_path)."""
 
+import json
 import os
 import warnings
 
@@ -257,7 +258,9 @@ def test_custom_csv_reid_and_attribute_manifests(tmp_path):
     att = tmp_path / "att"
     att.mkdir()
     for s in ("train", "val", "test"):
-        _csv(att / f"{s}.csv", ["path,pid,camid,female", "../imgs/a.jpg,-1,-1,1", "../imgs/b.jpg,-1,-1,0"])
+        # images outside the CSV's folder: absolute paths (a relative path may not leave it)
+        _csv(att / f"{s}.csv", ["path,pid,camid,female", f"{tmp_path}/imgs/a.jpg,-1,-1,1",
+                                f"{tmp_path}/imgs/b.jpg,-1,-1,0"])
     ds = datasets.load("custom", str(att))
     assert ds.kind == "attribute" and set(ds.splits) == {"train", "val", "test"} and ds.val[1].attributes.tolist() == [0]
 
@@ -277,3 +280,71 @@ def test_registry_errors():
         datasets.load("cuhk03", "/tmp")
     with pytest.raises(ValueError, match="needs root="):
         datasets.load("market1501")
+
+
+def test_custom_csv_bad_numbers_escaping_paths_and_duplicates(tmp_path):
+    for n in ("a.jpg", "b.jpg", "c.jpg"):
+        _jpg(str(tmp_path / "imgs" / n))
+    header = "path,pid,camid"
+    _csv(tmp_path / "train.csv", [header, "imgs/a.jpg,1,0", "imgs/b.jpg,2,1", "imgs/a.jpg,1,0", "imgs/a.jpg,1,0"])
+    _csv(tmp_path / "query.csv", [header, "imgs/c.jpg,3,0"])
+    _csv(tmp_path / "gallery.csv", [header, "imgs/b.jpg,3,1"])
+    with pytest.warns(DatasetWarning, match=r"skipped 2 item\(s\): duplicated manifest row"):
+        ds = datasets.load("custom", str(tmp_path))  # main: the repeated rows were silently kept
+    assert [os.path.basename(r.path) for r in ds.train] == ["a.jpg", "b.jpg"]
+    dup = ds.report.readers[f"custom at {tmp_path}"]["duplicated manifest row (kept the first)"]
+    assert dup["count"] == 2 and dup["examples"][0].endswith("train.csv:4 (= line 2)")
+    _csv(tmp_path / "train.csv", [header, "imgs/a.jpg,1,0", "imgs/a.jpg,2,0"])
+    with pytest.raises(DatasetError, match=r"train\.csv:3: image .*a\.jpg is also line 2 with other labels"):
+        datasets.load("custom", str(tmp_path))
+    _csv(tmp_path / "train.csv", [header, "imgs/a.jpg,1,0"])
+    for row, message in (("imgs/c.jpg,3,1000000000000", r"query\.csv:2: camid 1000000000000 outside -1\.\.2147483647"),
+                         ("imgs/c.jpg,3,1e12", r"query\.csv:2: camid must be an integer, got '1e12'"),
+                         ("imgs/c.jpg,-7,0", r"query\.csv:2: pid -7 outside -1\.\."),
+                         ("../../etc/passwd,3,0", r"query\.csv:2: path '\.\./\.\./etc/passwd' leaves the dataset folder"),
+                         ("imgs/../../x.jpg,3,0", r"query\.csv:2: path .* leaves the dataset folder")):
+        _csv(tmp_path / "query.csv", [header, row])
+        with pytest.raises(DatasetError, match=message):  # main: OverflowError later / accepted
+            datasets.load("custom", str(tmp_path))
+
+
+def test_market_layout_reads_other_formats_and_counts_other_files(tmp_path):
+    root = _market_tree(str(tmp_path))
+    extra = {"0002_c3s1_000001_01.gif": "GIF", "0007_c4s1_000001_01.webp": "WEBP", "0010_c5s1_000001_01.tiff": "TIFF"}
+    for name, fmt in extra.items():
+        Image.new("RGB", (4, 8), (200, 20, 30)).save(os.path.join(root, "bounding_box_train", name), format=fmt)
+    (tmp_path / "bounding_box_train" / "notes.txt").write_text("not an image\n")
+    (tmp_path / "bounding_box_train" / "Thumbs.db").write_bytes(b"\0" * 8)
+    with pytest.warns(DatasetWarning, match=r"skipped 2 item\(s\): file without an image extension"):
+        ds = datasets.load("market1501", root)  # main: the 3 crops and 2 files vanished uncounted
+    names = {os.path.basename(r.path) for r in ds.train}
+    assert set(extra) <= names and len(ds.train) == 8
+    report = ds.write_report(str(tmp_path / "data_report.json"))
+    with open(tmp_path / "data_report.json") as f:
+        assert json.load(f) == report
+    reader = report["readers"][f"market1501 at {root}"]
+    assert reader["file without an image extension (.jpg, .jpeg, .png, .bmp, .gif, .webp, .tif, .tiff)"]["count"] == 2
+    pillow = report["images"]["train"]["decoded_with_pillow"]
+    assert sum(e["count"] for e in pillow.values()) == 3 and "GIF P: not read the same by TF" in pillow
+    assert report["images"]["train"] == {**report["images"]["train"], "num_records": 8, "num_readable": 8}
+    assert report["totals"] == {"skipped": 2, "decoded_with_pillow": 3}
+
+
+def test_raw_pixel_baseline_skips_unreadable_images_and_follows_the_image_rule(tmp_path):
+    from keras_hpnet.datasets.baseline import load_pixels
+    from keras_hpnet.preprocessing import load_rgb, prepare
+
+    root = _market_tree(str(tmp_path))
+    bad = os.path.join(root, "bounding_box_test", "0003_c2s1_000555_01.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"\xff\xd8 not really a jpeg")
+    ds = datasets.load("market1501", root)
+    with pytest.warns(DatasetWarning, match=r"raw_pixel_baseline on market1501: skipped 1 item\(s\): unreadable image"):
+        metrics = datasets.raw_pixel_baseline(ds, image_size=(16, 8))  # main: PIL.UnidentifiedImageError
+    assert metrics["num_skipped"] == 1 and 0.0 <= metrics["rank1"] <= 1.0
+    assert ds.report.readers["raw_pixel_baseline on market1501"]["unreadable image"]["count"] == 1
+    pixels, kept = load_pixels(ds.gallery, (16, 8))
+    assert len(kept) == len(ds.gallery) - 1 and bad not in [ds.gallery[i].path for i in kept]
+    first = ds.gallery[kept[0]].path
+    want = prepare(load_rgb(first), 16, 8).astype(np.float32) / 255.0
+    np.testing.assert_array_equal(pixels[0], want.ravel())

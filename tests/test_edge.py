@@ -13,20 +13,10 @@ from edge import preprocess
 from edge.gallery import Gallery, build_gallery, parse_identity
 from edge.runtime import EdgeModel, ModelError
 from edge.stream import IdentityAssigner, process_images, watch_folder
+from support import person_crop as _person
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IDS = 5
-
-
-def _person(rng, colours, h=64, w=32):
-    """A synthetic person crop: two coloured body halves with a little jitter and noise."""
-    img = np.empty((h, w, 3), np.float32)
-    cut = h // 2 + int(rng.integers(-3, 4))
-    img[:cut] = colours[0]
-    img[cut:] = colours[1]
-    img[: h // 5, w // 3: 2 * w // 3] = colours[2]  # "head"
-    img += rng.normal(0, 12, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +237,61 @@ def test_delegation_report(models):
         assert set(d["builtin"]) <= {"QUANTIZE", "DEQUANTIZE"}, d  # only io conversions stay outside
     none = delegation(make_interpreter(paths["int8"], 1, "none"))
     assert none["partitions"] == 0 and none["delegated"] == 0 and sum(none["builtin"].values()) == none["ops"]
+
+
+def test_broken_or_foreign_galleries_are_refused(models, crops, tmp_path, capsys):
+    """Issue 12, section 5: on main a truncated .npz raised BadZipFile, NaN rows were
+    accepted (an all-NaN gallery printed `distance nan` and exited 0), and a
+    gallery of another model was never checked against the model's metadata."""
+    from edge.cli import main
+
+    paths, _, _ = models
+    model = EdgeModel(paths["int8"])
+    good, _ = build_gallery(model, str(crops / "gallery"))
+    image = str(crops / "query" / "0000_c2s1_000000_00.jpg")
+
+    def query(gallery_path):
+        code = main(["query", "--model", paths["int8"], "--gallery", gallery_path, "--image", image])
+        return code, capsys.readouterr().err
+
+    g = str(tmp_path / "good")
+    good.save(g)
+    assert query(g)[0] == 0
+    # truncated arrays
+    npz = tmp_path / "cut.npz"
+    good.save(str(tmp_path / "cut"))
+    npz.write_bytes(npz.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"cut\.npz: cannot read arrays, truncated or not a gallery \.npz"):
+        Gallery.load(str(tmp_path / "cut"))
+    code, err = query(str(tmp_path / "cut"))
+    assert code == 2 and "cut.npz: cannot read arrays" in err and "Traceback" not in err
+    # NaN rows, all-NaN
+    for name, rows in (("somenan", [1, 4]), ("allnan", list(range(len(good))))):
+        bad = Gallery(**{**good.__dict__, "embeddings": good.embeddings.copy()})
+        bad.embeddings[rows] = np.nan
+        with pytest.raises(ValueError, match=r"embeddings are not finite"):
+            bad.save(str(tmp_path / name))  # refused on save too
+        np.savez(tmp_path / f"{name}.npz", embeddings=bad.embeddings, attributes=bad.attributes)
+        (tmp_path / f"{name}.json").write_text((tmp_path / "good.json").read_text())
+        with pytest.raises(ValueError, match=rf"{name}\.npz: {len(rows)} of {len(good)} embeddings are not finite"):
+            Gallery.load(str(tmp_path / name))
+        code, err = query(str(tmp_path / name))
+        assert code == 2 and "not finite" in err
+    with pytest.raises(ValueError, match="not finite"):
+        good.add(np.full(good.embedding_dim, np.nan), "x")
+    # built with another model: embedding size, model name, attribute names, input size
+    info = json.loads((tmp_path / "good.json").read_text())
+    for field, value, shown in (("model_name", "hacnn", "model_name 'hacnn' vs the model's 'tiny'"),
+                                ("attribute_names", ["x", "y", "z"], "attribute_names ['x', 'y', 'z']"),
+                                ("input_size", [160, 64], "input_size [160, 64] vs the model's [32, 16]")):
+        (tmp_path / "other.json").write_text(json.dumps({**info, field: value}))
+        (tmp_path / "other.npz").write_bytes((tmp_path / "good.npz").read_bytes())
+        code, err = query(str(tmp_path / "other"))
+        assert code == 2 and "was built with another model" in err and shown in err, err
+    np.savez(tmp_path / "other.npz", embeddings=np.zeros((len(good), 8), np.float32))
+    (tmp_path / "other.json").write_text(json.dumps({**info, "embedding_size": 8}))
+    code, err = query(str(tmp_path / "other"))
+    assert code == 2 and "embedding_size 8 vs the model's 16" in err
+    code = main(["stream", "--model", paths["int8"], "--gallery", str(tmp_path / "other"),
+                 "--watch", str(tmp_path), "--threshold", "1", "--idle_timeout", "0"])
+    assert code == 2 and "was built with another model" in capsys.readouterr().err

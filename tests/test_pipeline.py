@@ -220,3 +220,91 @@ def test_bad_arguments_are_named(folder):
         make_dataset([good[0], good[1]._replace(attributes=None)], image_size=(H, W), batch_size=4, training=False)
     with pytest.raises(TypeError, match=r"records\[0\]"):
         check_images([object()])
+
+
+def bad_size_bmp(path, array):
+    """A BMP that Pillow reads and tf.io.decode_image rejects: 2 bytes more than
+    its header says ("Input size should match (header_size + row_size *
+    abs_height) but they differ by 2", as in the PETA/VIPeR releases)."""
+    save(path, array)
+    with open(path, "ab") as f:
+        f.write(b"\0\0")
+    return str(path)
+
+
+def test_bmp_tf_rejects_and_16_bit_png_are_read_with_pillow_cached_or_not(tmp_path):
+    from keras_hpnet.preprocessing import load_rgb
+
+    clear_check_cache()
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    bmp = bad_size_bmp(tmp_path / "peta.bmp", rgb)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="differ by 2"):
+        tf.io.decode_image(tf.io.read_file(bmp), channels=3)  # what TF does with it
+    png16 = str(tmp_path / "deep.png")
+    Image.fromarray((rng.integers(0, 256, (H, W)) * 200).astype(np.uint16)).save(png16)
+    good = save(tmp_path / "plain.png", rgb[::-1])
+    records = [Rec(good, 0, 0, None), Rec(bmp, 1, 0, None), Rec(png16, 2, 0, None)]
+    for cache in (False, True):
+        ds = make_dataset(records, image_size=(H, W), batch_size=3, training=False, cache=cache)
+        images, labels = collect(ds)  # main: cache=True raised at the first batch, False dropped the BMP
+        np.testing.assert_array_equal(labels["index"], [0, 1, 2])
+        np.testing.assert_array_equal(images[1], rgb)
+        np.testing.assert_array_equal(images[2], load_rgb(png16))  # Pillow's pixels, as the numpy side
+        assert ds.report.pillow_decoded == [1, 2]
+        counts = ds.report.counts()["decoded_with_pillow"]
+        assert counts["BMP that TF's decoder rejects"]["count"] == 1
+        assert "peta.bmp" in counts["BMP that TF's decoder rejects"]["examples"][0]
+        assert counts["PNG I;16: not read the same by TF"]["count"] == 1
+
+
+def test_cache_retries_what_tf_rejects_after_the_check(tmp_path):
+    """A file the check passes as TF-readable but TF rejects: the cached path
+    decodes it with Pillow (or skips it when Pillow fails too), writes that back
+    to the check, so the uncached path and the report agree."""
+    from keras_hpnet.data import validate
+
+    clear_check_cache()
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    bmp = bad_size_bmp(tmp_path / "late.bmp", rgb)
+    broken = str(tmp_path / "broken.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    good = save(tmp_path / "ok.png", rgb)
+    for path in (bmp, broken):  # pretend the check had passed both as TF-native
+        validate._remember(path, validate.ImageCheck(True))
+    records = [Rec(good, 0, 0, None), Rec(bmp, 1, 0, None), Rec(broken, 2, 0, None)]
+    ds = make_dataset(records, image_size=(H, W), batch_size=3, training=False, cache=True)
+    images, labels = collect(ds)
+    np.testing.assert_array_equal(labels["index"], [0, 1])
+    np.testing.assert_array_equal(images[1], rgb)
+    counts = ds.report.counts()
+    assert counts["decoded_with_pillow"]["rejected by TF's decoder"]["count"] == 1
+    assert counts["skipped"]["corrupt or truncated"]["count"] == 1
+    assert "broken.png" in counts["skipped"]["corrupt or truncated"]["examples"][0]
+    uncached = make_dataset(records, image_size=(H, W), batch_size=3, training=False)
+    again, labels = collect(uncached)
+    np.testing.assert_array_equal(labels["index"], [0, 1])
+    np.testing.assert_array_equal(again, images)
+
+
+def test_file_names_that_are_not_utf8(tmp_path):
+    rgb = np.random.default_rng(6).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    raw = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")  # Latin-1 name
+    Image.fromarray(rgb).save(raw, format="PNG")
+    bmp = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"na\xefve.bmp"))
+    bad_size_bmp(bmp, rgb[:, ::-1])  # decoded with Pillow: the name goes through numpy_function
+    empty = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"vide\xe9.jpg"))
+    open(empty, "wb").close()
+    records = [Rec(os.fsdecode(raw), 0, 0, None), Rec(bmp, 1, 0, None), Rec(empty, 2, 0, None)]
+    clear_check_cache()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for cache in (False, True):
+            ds = make_dataset(records, image_size=(H, W), batch_size=2, training=False, cache=cache)
+            images, labels = collect(ds)  # main: UnicodeEncodeError naming no file
+            np.testing.assert_array_equal(labels["index"], [0, 1])
+            np.testing.assert_array_equal(images[0], rgb)
+            np.testing.assert_array_equal(images[1], rgb[:, ::-1])
+            assert ds.report.num_skipped == 1 and "vide\\xe9.jpg (empty file)" in ds.report.summary()
+    assert any("vide\\xe9.jpg (empty file)" in str(w.message) for w in caught)  # named, printable

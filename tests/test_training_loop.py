@@ -9,7 +9,8 @@ import tensorflow as tf
 
 import keras
 from keras_hpnet import losses
-from training.loop import CheckpointStore, NonFiniteLossError, Trainer
+from training.checkpoint import CheckpointStore, checkpoint_variables
+from training.loop import NonFiniteLossError, Trainer
 from training.schedule import WarmupMultiStep
 from keras_hpnet.models.tiny import TinyNet
 
@@ -23,7 +24,7 @@ def _data():
     return imgs, pids
 
 
-def _trainer(out_dir, *, epochs=3, nan_at_step=None, max_steps=0, lr=0.05):
+def _trainer(out_dir, *, epochs=3, nan_at_step=None, max_steps=0, lr=0.05, hooks=None, verbose=0):
     imgs, pids = _data()
     seen = []
 
@@ -44,7 +45,7 @@ def _trainer(out_dir, *, epochs=3, nan_at_step=None, max_steps=0, lr=0.05):
     trainer = Trainer(strategy=tf.distribute.get_strategy(), model=model, optimizer=opt, loss_fn=loss_fn,
                       dataset_fn=dataset_fn, per_replica_batch_size=8, steps_per_epoch=N // 8, epochs=epochs,
                       out_dir=str(out_dir) if out_dir else None, checkpoint_every=4, max_steps=max_steps,
-                      verbose=0)
+                      verbose=verbose, hooks=hooks)
     return trainer
 
 
@@ -83,7 +84,6 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert info["step"] == 8
     # the kept checkpoint holds finite weights
     model = TinyNet(C, 0, input_size=(32, 16))
-    from training.loop import checkpoint_variables
     ckpt = tf.train.Checkpoint(model=checkpoint_variables(model.weights))
     ckpt.read(str(tmp_path / "checkpoints" / info["prefix"])).expect_partial()
     assert all(np.all(np.isfinite(w)) for w in _weights(model))
@@ -94,7 +94,7 @@ def test_checkpoint_pointer_is_the_commit_point(tmp_path):
     store = CheckpointStore(tf.train.Checkpoint(v=v), str(tmp_path), keep=5)
     store.save(1)
     v.assign(2.0)
-    # a crash after the files of step 2 but before the pointer: step 1 still wins
+    # a crash after the files of step 2 but before its record and the pointer: step 1 still wins
     tf.train.Checkpoint(v=v).write(str(tmp_path / "ckpt-00000002"))
     v.assign(0.0)
     assert store.restore()["step"] == 1 and float(v.numpy()) == 1.0

@@ -205,8 +205,13 @@ def run(cfg: TrainConfig, strategy=None, verbose=1) -> dict:
     """Train (resuming if possible), save, evaluate. Returns the metrics dict
     (empty on non-chief workers or with ``cfg.evaluate`` False)."""
     t_start = time.time()
-    trainer, ds = train(cfg, strategy, verbose)
-    return finish(cfg, trainer, ds, t_start, verbose)
+    from training import loop, rundir
+
+    if strategy is None:
+        strategy = loop.make_strategy(cfg.strategy)  # before any other TensorFlow use (MWMS)
+    with rundir.claim(cfg.out_dir, lock=loop.is_chief(strategy)):  # one run per directory; storage errors
+        trainer, ds = train(cfg, strategy, verbose)
+        return finish(cfg, trainer, ds, t_start, verbose)
 
 
 def train(cfg: TrainConfig, strategy=None, verbose=1):
@@ -292,6 +297,8 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
         max_steps=cfg.max_steps, verbose=verbose, stages=stages)
     with loop.dtype_policy(cfg.precision):  # the step is traced under the training policy
         trainer.fit()
+    if chief:  # what the readers and the image check skipped (docs/datasets.md)
+        ds.write_report(os.path.join(cfg.out_dir, "data_report.json"))
     return trainer, ds
 
 
@@ -364,10 +371,11 @@ def main(argv):
         _fail(e, 2)
     from keras_hpnet.datasets.base import DatasetError
     from training.loop import NonFiniteLossError
+    from training.rundir import RunDirError
 
     try:
         run(cfg)
-    except (ConfigError, DatasetError) as e:
+    except (ConfigError, DatasetError, RunDirError) as e:
         _fail(e, 2)
     except NonFiniteLossError as e:
         _fail(e, 3)

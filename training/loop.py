@@ -12,11 +12,15 @@ strategy, ``MirroredStrategy`` and ``MultiWorkerMirroredStrategy``.
   ``dataset_fn(input_context, epoch)``: deterministic in (seed, epoch), so the
   data position of a checkpoint is just (epoch, step in epoch) and a resumed
   run skips the batches already seen.
-- Checkpoints (every model and optimizer variable, incl. the optimizer's iteration count and so the LR
-  schedule position, the global step) are written every ``checkpoint_every`` steps
-  and at each epoch end: the files are written first, then the pointer
-  ``checkpoints/latest.json`` is replaced atomically, so a kill at any moment
-  leaves the previous checkpoint usable. Under multi-worker training every
+- The loop itself is the step and the epoch (:meth:`Trainer._run`); every
+  other concern is a hook (training.hooks: stages, progress bar,
+  checkpointing, epoch statistics, history.csv, TensorBoard), and a new
+  concern is a new hook (``Trainer(hooks=...)``).
+- Checkpoints (every model and optimizer variable, incl. the optimizer's
+  iteration count and so the LR schedule position, the global step) are
+  written every ``checkpoint_every`` steps and at each epoch end, read back
+  and committed before older ones are pruned; a resume takes the newest
+  intact one (training.checkpoint). Under multi-worker training every
   worker writes (saving may need collectives) but only the chief writes into
   ``out_dir``; the others write to a temporary directory that is removed.
 - A non-finite loss stops training with :class:`NonFiniteLossError`; no
@@ -36,47 +40,18 @@ strategy, ``MirroredStrategy`` and ``MultiWorkerMirroredStrategy``.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
-import shutil
-import tempfile
+import sys
 import threading
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from keras_hpnet.fileio import write_text_atomic
+from training import hooks as hooks_lib
+from training.checkpoint import CheckpointStore, checkpoint_variables
 from training.config import PRECISIONS
-
-LATEST = "latest.json"
-
-
-def _scalar_metadata():
-    from tensorflow.core.framework import summary_pb2
-
-    md = summary_pb2.SummaryMetadata()
-    md.plugin_data.plugin_name = "scalars"  # what TensorBoard's scalar dashboard reads
-    return md
-
-
-def write_scalar(tag, value, step):
-    """A TensorBoard scalar without the `tensorboard` package (tf.summary.scalar needs it)."""
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=_scalar_metadata())
-
-
-def checkpoint_variables(variables):
-    """The variables as a flat, ordered checkpoint layout ({"00000": var, ...}).
-
-    Keras 3 attributes that are Python lists of layers are not in TensorFlow's
-    object graph, so ``tf.train.Checkpoint(model=model)`` silently skips their
-    weights; and Keras variable paths carry process-dependent name suffixes
-    (``conv2d_3``). The order of ``model.weights`` / ``optimizer.variables`` is
-    fixed by the model code, so positions are stable keys.
-    """
-    return {f"{i:05d}": (v.value if hasattr(v, "value") else v) for i, v in enumerate(variables)}
 
 
 @contextlib.contextmanager
@@ -160,83 +135,6 @@ def is_chief(strategy) -> bool:
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
-class CheckpointStore:
-    """Atomic checkpoints in ``directory`` with a ``latest.json`` pointer."""
-
-    def __init__(self, checkpoint: tf.train.Checkpoint, directory: str, *, chief=True, keep=2):
-        self.checkpoint = checkpoint
-        self.directory = directory
-        self.chief = chief
-        self.keep = keep
-
-    def latest(self):
-        """(prefix, info dict) of the latest complete checkpoint, or None."""
-        pointer = os.path.join(self.directory, LATEST)
-        if not os.path.exists(pointer):
-            return None
-        with open(pointer, encoding="utf-8") as f:
-            info = json.load(f)
-        prefix = os.path.join(self.directory, info["prefix"])
-        if not os.path.exists(prefix + ".index"):
-            raise FileNotFoundError(f"{pointer} points to {prefix} but its .index file is missing")
-        return prefix, info
-
-    def restore(self):
-        found = self.latest()
-        if found is None:
-            return None
-        prefix, info = found
-        self.checkpoint.read(prefix).assert_existing_objects_matched()
-        return info
-
-    def save(self, step: int, **info) -> None:
-        name = f"ckpt-{step:08d}"
-        if not self.chief:
-            tmp = tempfile.mkdtemp(prefix="keras_hpnet-worker-ckpt-")
-            try:
-                self.checkpoint.write(os.path.join(tmp, name))
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            return
-        os.makedirs(self.directory, exist_ok=True)
-        self.checkpoint.write(os.path.join(self.directory, name))
-        write_text_atomic(
-            os.path.join(self.directory, LATEST), json.dumps({"prefix": name, "step": step, **info}, indent=1)
-        )
-        self._prune(keep_name=name)
-
-    def _prune(self, keep_name):
-        names = sorted({f.split(".")[0] for f in os.listdir(self.directory) if f.startswith("ckpt-")})
-        for old in [n for n in names if n != keep_name][: max(0, len(names) - self.keep)]:
-            for f in os.listdir(self.directory):
-                if f.split(".")[0] == old:
-                    os.unlink(os.path.join(self.directory, f))
-
-
-class History:
-    """history.csv: one row per epoch, rewritten atomically (survives resume)."""
-
-    def __init__(self, path):
-        self.path = path
-        self.rows = []
-        if path and os.path.exists(path):
-            with open(path, newline="", encoding="utf-8") as f:
-                self.rows = list(csv.DictReader(f))
-
-    def add(self, row: dict):
-        self.rows = [r for r in self.rows if int(r["epoch"]) != int(row["epoch"])] + [row]
-        if not self.path:
-            return
-        keys = []
-        for r in self.rows:
-            keys += [k for k in r if k not in keys]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        write_text_atomic(self.path, buf.getvalue())
-
-
 def _release_in_background(holder: list) -> threading.Thread:
     """Drop the objects in `holder` (its caller's last references) on another thread.
 
@@ -275,12 +173,14 @@ class Trainer:
         training): each epoch runs under the stage it falls in (the stage
         freezes parts of the model; the step function is retraced at each
         change); the model is released (all trainable) when ``fit`` returns.
+      hooks: more ``training.hooks.Hook`` s, called after the built-in ones
+        (:meth:`default_hooks`).
     """
 
     def __init__(self, *, strategy, model, optimizer, loss_fn, dataset_fn, per_replica_batch_size,
                  steps_per_epoch, epochs,
                  out_dir=None, checkpoint_every=200, keep_checkpoints=2, max_steps=0, verbose=1,
-                 summary_every=10, stages=None):
+                 summary_every=10, stages=None, hooks=None):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
@@ -295,10 +195,10 @@ class Trainer:
         self.verbose = verbose
         self.summary_every = summary_every
         self.stages = list(stages or [])
-        self.stage = None  # the stage applied to the model
         self.chief = is_chief(strategy)
         if self.steps_per_epoch < 1:
             raise ValueError("steps_per_epoch must be >= 1 (is the training split smaller than one batch?)")
+        self.global_batch = self.per_replica_batch_size * strategy.num_replicas_in_sync
         with strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             optimizer.build(model.trainable_variables)
@@ -308,17 +208,19 @@ class Trainer:
                                               optimizer=checkpoint_variables(optimizer.variables),
                                               step=self.step)
         self.store = None
-        self.history = History(None)
-        self.writer = tf.summary.create_noop_writer()
         if out_dir:
             self.store = CheckpointStore(self.checkpoint, os.path.join(out_dir, "checkpoints"),
                                          chief=self.chief, keep=keep_checkpoints)
-            if self.chief:
-                self.history = History(os.path.join(out_dir, "history.csv"))
-                self.writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs", "train"))
+        writes = bool(out_dir) and self.chief
+        self.history = hooks_lib.History(os.path.join(out_dir, "history.csv") if writes else None)
+        self.tensorboard = hooks_lib.TensorBoard(os.path.join(out_dir, "logs", "train") if writes else None,
+                                                 every=summary_every)
+        self.hooks = self.default_hooks() + list(hooks or [])
         self._batch_step_fn = tf.function(self._batch_step)
         self._traced = False  # the loop's step function has run once (traced) in this process
         self.resumed_from = None
+        self._iterator = None  # the current epoch's (see _next_epoch_iterator)
+        self._releases = []  # threads dropping finished epochs' iterators, joined when fit returns
 
     # -- one step ---------------------------------------------------------
     def _replica_step(self, images, labels):
@@ -388,140 +290,104 @@ class Trainer:
         lr = self.optimizer.learning_rate
         return float(lr.numpy() if hasattr(lr, "numpy") else lr)
 
+    def retrace(self):
+        """Use a new step function (traced at its first step): after a change of
+        the trainable variables (training.hooks.StageSwitch)."""
+        self._batch_step_fn = tf.function(self._batch_step)
+        self._traced = False
+
     # -- the loop ---------------------------------------------------------
+    def default_hooks(self) -> list:
+        """The loop's concerns, in the order they are called (training.hooks)."""
+        talk = bool(self.verbose) and self.chief
+        return [*([hooks_lib.StageSwitch(self.stages, verbose=talk)] if self.stages else []),
+                *([hooks_lib.ProgressBar()] if talk else []),
+                *([hooks_lib.Checkpointing(self.store, self.checkpoint_every)] if self.store else []),
+                hooks_lib.EpochStats(), self.history, self.tensorboard]
+
     def fit(self):
-        """Train (resuming from the latest checkpoint if any); returns the history rows."""
-        if self.store is not None:
-            info = self.store.restore()
-            if info is not None:
-                if info.get("steps_per_epoch", self.steps_per_epoch) != self.steps_per_epoch:
-                    raise ValueError(
-                        f"{self.store.directory}: checkpoint made with steps_per_epoch={info['steps_per_epoch']}, "
-                        f"this run has {self.steps_per_epoch}; use a new --out_dir")
-                self.resumed_from = int(self.step.numpy())
-                if self.verbose and self.chief:
-                    print(f"Resuming from {info['prefix']} (step {self.resumed_from}, "
-                          f"epoch {self.resumed_from // self.steps_per_epoch + 1})", flush=True)
+        """Train (resuming from the newest intact checkpoint if any); returns the history rows."""
+        step = self._resume()
         total = self.epochs * self.steps_per_epoch
         if self.max_steps:
             total = min(total, self.max_steps)
-        global_batch = self.per_replica_batch_size * self.strategy.num_replicas_in_sync
-        step = int(self.step.numpy())
-        releases = []
+        hooks = hooks_lib.HookList(self.hooks, self)
+        hooks.on_train_begin({"step": step, "total": total})
+        error = None
         try:
-            return self._fit_epochs(step, total, global_batch, releases)
+            self._run(step, total, hooks)
+        except BaseException as e:
+            error = e
+            raise
         finally:
-            if self.stage is not None:
-                self.stage.release(self.model)
-                self.stage = None
-            for thread in releases:
+            self._iterator = None
+            hooks.on_train_end({"step": int(self.step.numpy()), "error": error})
+            for thread in self._releases:
                 thread.join()
-
-    def _enter_stage(self, epoch):
-        """Apply the stage of `epoch` if it is not the current one (new step function)."""
-        from training.stages import stage_at
-
-        stage = stage_at(self.stages, epoch)
-        if stage is self.stage:
-            return
-        stage.apply(self.model)
-        self.stage = stage
-        self._batch_step_fn = tf.function(self._batch_step)  # other trainable variables: trace anew
-        self._traced = False
-        if self.verbose and self.chief:
-            index = self.stages.index(stage) + 1
-            print(f"Stage {index}/{len(self.stages)} {stage.describe()} (epochs {stage.first_epoch + 1}-"
-                  f"{stage.first_epoch + stage.epochs})", flush=True)
-
-    def _fit_epochs(self, step, total, global_batch, releases):
-        import keras
-
-        iterator = None
-        while step < total:
-            epoch, in_epoch = divmod(step, self.steps_per_epoch)
-            if self.stages:
-                self._enter_stage(epoch)
-            previous, iterator = [iterator], None
-            iterator = self._epoch_iterator(epoch, in_epoch)
-            releases.append(_release_in_background(previous))
-            end = min((epoch + 1) * self.steps_per_epoch, total)
-            bar = None
-            if self.verbose and self.chief:
-                print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
-                bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["lr", "img/s"])
-                if in_epoch:
-                    bar.update(in_epoch)
-            sums, n, t_epoch = {}, 0, time.perf_counter()
-            timed = {"images": 0, "steps": 0, "wait": 0.0, "wall": 0.0, "cpu": 0.0}
-            first_step_seconds = 0.0
-            while step < end:
-                t0, c0 = time.perf_counter(), time.process_time()
-                # Fetched outside the step function so the time blocked on the
-                # input pipeline is measured (history.csv input_wait).
-                images, labels = next(iterator)
-                t1 = time.perf_counter()
-                loss, terms = self._train_step_on(images, labels)
-                loss = float(loss)  # the host waits for the step here (NaN check)
-                t2 = time.perf_counter()
-                if not self._traced:  # trace + graph optimisation: not training speed
-                    self._traced = True
-                    first_step_seconds = t2 - t0
-                else:
-                    timed["images"] += global_batch
-                    timed["steps"] += 1
-                    timed["wait"] += t1 - t0
-                    timed["wall"] += t2 - t0
-                    timed["cpu"] += time.process_time() - c0
-                if not np.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at step {step + 1} (epoch {epoch + 1}); training stopped. "
-                        "The last good checkpoint is kept"
-                        + (f" in {self.store.directory}" if self.store else "")
-                        + ". Try a lower --lr.")
-                step += 1
-                self.step.assign(step)
-                values = {"loss": loss, **{k: float(v) for k, v in terms.items()}}
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n += 1
-                lr = self.current_lr()
-                if bar is not None:
-                    bar.update(step - epoch * self.steps_per_epoch,
-                               [*values.items(), ("lr", lr), ("img/s", global_batch / max(t2 - t0, 1e-9))])
-                if step % self.summary_every == 0:
-                    with self.writer.as_default(step=step):
-                        for k, v in values.items():
-                            write_scalar(f"loss/{k}" if k != "loss" else "loss", v, step)
-                        write_scalar("lr", lr, step)
-                if self.store and step % self.checkpoint_every == 0 and step < end:
-                    self._save(step)
-            if self.store:
-                self._save(step)
-            elapsed = time.perf_counter() - t_epoch
-            row = {"epoch": epoch + 1, **({"stage": self.stage.name} if self.stage else {}), "step": step,
-                   **{k: v / max(n, 1) for k, v in sums.items()},
-                   "lr": self.current_lr(), **self._speed(timed, global_batch * n, elapsed),
-                   "first_step_seconds": round(first_step_seconds, 2), "seconds": elapsed}
-            self.history.add(row)
-            with self.writer.as_default(step=step):
-                for k, v in row.items():
-                    if k not in ("epoch", "step", "stage"):
-                        write_scalar(f"epoch/{k}", v, step)
-            self.writer.flush()
         return self.history.rows
 
-    @staticmethod
-    def _speed(timed, images, elapsed):
-        """Training speed of an epoch: images/s over the steps after the first of
-        the process (fetch + step wall time; the whole epoch when every step
-        was a first one), the fraction of it spent waiting for input, and
-        process CPU seconds per step (robust to other jobs on the machine)."""
-        if timed["steps"]:
-            return {"images_per_sec": timed["images"] / max(timed["wall"], 1e-9),
-                    "input_wait": timed["wait"] / max(timed["wall"], 1e-9),
-                    "cpu_seconds_per_step": timed["cpu"] / timed["steps"]}
-        return {"images_per_sec": images / max(elapsed, 1e-9), "input_wait": 0.0, "cpu_seconds_per_step": 0.0}
+    def _run(self, step, total, hooks):
+        """The epochs from global step `step` to `total`."""
+        while step < total:
+            epoch, in_epoch = divmod(step, self.steps_per_epoch)
+            end = min((epoch + 1) * self.steps_per_epoch, total)
+            self._next_epoch_iterator(epoch, in_epoch)
+            hooks.on_epoch_begin(epoch, {"step": step, "step_in_epoch": in_epoch, "end": end})
+            while step < end:
+                logs = self._timed_step(step, epoch)
+                step += 1
+                self.step.assign(step)
+                hooks.on_train_batch_end(step, logs)
+            hooks.on_epoch_end(epoch, {"epoch": epoch + 1, "step": step})
 
-    def _save(self, step):
-        self.store.save(step, steps_per_epoch=self.steps_per_epoch, epoch=step // self.steps_per_epoch,
-                        step_in_epoch=step % self.steps_per_epoch)
+    def _next_epoch_iterator(self, epoch, in_epoch):
+        """Replace the iterator by epoch `epoch`'s (from step `in_epoch` on);
+        the old one is dropped on a helper thread (see _release_in_background):
+        ``self._iterator`` is its only reference."""
+        previous, self._iterator = [self._iterator], None
+        self._iterator = self._epoch_iterator(epoch, in_epoch)
+        self._releases.append(_release_in_background(previous))
+
+    def _timed_step(self, step, epoch) -> dict:
+        """One step on the next batch; its losses and timing (training.hooks)."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        # Fetched outside the step function so the time blocked on the
+        # input pipeline is measured (history.csv input_wait).
+        images, labels = next(self._iterator)
+        t1 = time.perf_counter()
+        loss, terms = self._train_step_on(images, labels)
+        loss = float(loss)  # the host waits for the step here (NaN check)
+        t2 = time.perf_counter()
+        first_step = not self._traced  # trace + graph optimisation: not training speed
+        self._traced = True
+        if not np.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss} at step {step + 1} (epoch {epoch + 1}); training stopped. "
+                "The last good checkpoint is kept"
+                + (f" in {self.store.directory}" if self.store else "")
+                + ". Try a lower --lr.")
+        return {"losses": {"loss": loss, **{k: float(v) for k, v in terms.items()}}, "lr": self.current_lr(),
+                "fetch_seconds": t1 - t0, "step_seconds": t2 - t0, "cpu_seconds": time.process_time() - c0,
+                "first_step": first_step}
+
+    def _resume(self) -> int:
+        """Restore the newest intact checkpoint (if any); the global step to start at."""
+        if self.store is None:
+            return int(self.step.numpy())
+        info = self.store.restore()
+        if info is None:
+            return int(self.step.numpy())
+        if info.get("steps_per_epoch", self.steps_per_epoch) != self.steps_per_epoch:
+            raise ValueError(
+                f"{self.store.directory}: checkpoint made with steps_per_epoch={info['steps_per_epoch']}, "
+                f"this run has {self.steps_per_epoch}; use a new --out_dir")
+        self.resumed_from = int(self.step.numpy())
+        if self.chief and self.store.skipped:  # whatever verbose: the user must learn of damage
+            for name, reason in self.store.skipped:
+                print(f"training: {name} skipped: {reason}", file=sys.stderr, flush=True)
+            print(f"training: resuming from the newest intact checkpoint, {info['prefix']}; damaged files "
+                  f"are kept in {os.path.join(self.store.directory, 'damaged')}", file=sys.stderr, flush=True)
+        if self.verbose and self.chief:
+            print(f"Resuming from {info['prefix']} (step {self.resumed_from}, "
+                  f"epoch {self.resumed_from // self.steps_per_epoch + 1})", flush=True)
+        return self.resumed_from

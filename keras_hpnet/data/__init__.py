@@ -1,20 +1,25 @@
-"""tf.data input pipeline and augmentation (see docs/design.md, "Input pipeline")."""
+"""tf.data input pipeline and augmentation (see docs/design.md, "Input pipeline").
 
-from keras_hpnet.data.pipeline import (
-    clear_image_cache,
-    epoch_order,
-    make_dataset,
-    steps_per_epoch,
-)
+`keras_hpnet.data.validate` (the image check) needs no TensorFlow; the
+pipeline names below load it on first use.
+"""
+
+import importlib
+
 from keras_hpnet.data.validate import PipelineReport, check_image, check_images, clear_check_cache
+
+_PIPELINE = ("clear_image_cache", "epoch_order", "make_dataset", "steps_per_epoch")
 
 __all__ = [
     "PipelineReport",
     "check_image",
     "check_images",
     "clear_check_cache",
-    "clear_image_cache",
-    "epoch_order",
-    "make_dataset",
-    "steps_per_epoch",
+    *_PIPELINE,
 ]
+
+
+def __getattr__(name):
+    if name in _PIPELINE:
+        return getattr(importlib.import_module("keras_hpnet.data.pipeline"), name)
+    raise AttributeError(f"module 'keras_hpnet.data' has no attribute {name!r}")

@@ -9,13 +9,15 @@ seed made of (seed, epoch, position in the epoch). Bad files are found up front
 from __future__ import annotations
 
 import collections
+import os
 import threading
 
 import numpy as np
 import tensorflow as tf
 
-from keras_hpnet.data import augment, resize, sampler
+from keras_hpnet.data import augment, resize, sampler, validate
 from keras_hpnet.data.validate import check_images
+from keras_hpnet.preprocessing import ImageError, load_rgb
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -51,14 +53,12 @@ def _labels_of(records, good):
 
 
 def _pil_decode(path):
-    from PIL import Image
-
-    with Image.open(path.decode() if isinstance(path, bytes) else path) as im:
-        return np.asarray(im.convert("RGB"), np.uint8)
+    """The numpy side's reader (keras_hpnet.preprocessing.load_rgb) for a TF path (bytes)."""
+    return load_rgb(os.fsdecode(path))
 
 
 def _decode_resize(path, use_pillow, height, width):
-    """Read one file -> float32 [height, width, 3] (0..255), bilinear resize."""
+    """Read one file (path: bytes, any encoding) -> float32 [height, width, 3] (0..255), the resize rule."""
 
     def native():
         contents = tf.io.read_file(path)
@@ -80,30 +80,59 @@ def _decode_resize(path, use_pillow, height, width):
     return image
 
 
+def _tf_paths(paths) -> np.ndarray:
+    """File names as bytes for TF (os.fsencode: names that are not UTF-8 too)."""
+    return np.array([os.fsencode(p) for p in paths], dtype=object)
+
+
+def _decode_all(paths, flags, height, width, num_parallel_calls):
+    """uint8 [len(paths), H, W, 3] and a bool mask of the files that decoded."""
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), _tf_paths(paths), flags))
+    ds = ds.map(lambda i, p, f: (i, resize.to_uint8(_decode_resize(p, f, height, width))),
+                num_parallel_calls=num_parallel_calls)
+    ds = ds.ignore_errors()  # failures are found below (missing positions) and retried with Pillow
+    out = np.zeros((len(paths), height, width, 3), np.uint8)
+    done = np.zeros(len(paths), bool)
+    for index, batch in ds.batch(256).prefetch(2):
+        out[index.numpy()] = batch.numpy()
+        done[index.numpy()] = True
+    return out, done
+
+
 def _cached_images(records, report, height, width, num_parallel_calls):
     """Decoded + resized uint8 images of the good records, [num_good, H, W, 3],
-    kept per process (a few entries, least recently used dropped)."""
+    kept per process (a few entries, least recently used dropped), and the
+    report they follow. A file TF's decoder rejects although the check passed
+    is decoded with Pillow, or skipped when Pillow fails too; both are written
+    back to the check cache (`validate.mark_*`) and the returned report is the
+    re-check, so the cached and the uncached pipeline read the same files."""
     key = (tuple(records[i].path for i in report.good), height, width)
     with _IMAGE_CACHE_LOCK:
         if key in _IMAGE_CACHE:
             _IMAGE_CACHE.move_to_end(key)
-            return _IMAGE_CACHE[key]
+            return _IMAGE_CACHE[key], report
     paths = [records[i].path for i in report.good]
     pillow = set(report.pillow_decoded)
-    flags = [i in pillow for i in report.good]
-    ds = tf.data.Dataset.from_tensor_slices((paths, flags))
-    ds = ds.map(lambda p, f: resize.to_uint8(_decode_resize(p, f, height, width)), num_parallel_calls=num_parallel_calls)
-    out = np.empty((len(paths), height, width, 3), np.uint8)
-    pos = 0
-    for batch in ds.batch(256).prefetch(2):
-        out[pos : pos + len(batch)] = batch.numpy()
-        pos += len(batch)
+    out, done = _decode_all(paths, np.array([i in pillow for i in report.good], bool),
+                            height, width, num_parallel_calls)
+    failed = np.flatnonzero(~done)
+    if len(failed):
+        for pos in failed:
+            try:
+                out[pos] = resize.resize_uint8(_pil_decode(paths[pos]), height, width).numpy()
+                validate.mark_pillow(paths[pos], "TF's decoder rejected it, Pillow read it")
+                done[pos] = True
+            except ImageError as e:
+                validate.mark_unreadable(paths[pos], str(e))
+        out = out[done]
+        report = check_images(records, warn=True)
+        key = (tuple(records[i].path for i in report.good), height, width)
     tensor = tf.constant(out)
     with _IMAGE_CACHE_LOCK:
         _IMAGE_CACHE[key] = tensor
         while len(_IMAGE_CACHE) > _IMAGE_CACHE_ENTRIES:
             _IMAGE_CACHE.popitem(last=False)
-    return tensor
+    return tensor, report
 
 
 def clear_image_cache() -> None:
@@ -203,6 +232,8 @@ def make_dataset(
     if not records:
         raise ValueError("make_dataset: no records")
     report = check_images(records, num_workers=num_check_workers)
+    if cache and report.good:
+        images, report = _cached_images(records, report, height, width, num_parallel_calls)
     if not report.good:
         raise ValueError(f"make_dataset: none of the {len(records)} images is readable ({report.summary(5)})")
     good = report.good
@@ -227,13 +258,11 @@ def make_dataset(
         "good_pos": order,
         "element": element.astype(np.int64),
     }
-    if cache:
-        images = _cached_images(records, report, height, width, num_parallel_calls)
-    else:
+    if not cache:
         pillow = set(report.pillow_decoded)
-        paths = np.array([records[i].path for i in good], dtype=object)
+        paths = _tf_paths([records[i].path for i in good])
         flags = np.array([i in pillow for i in good], bool)
-        columns["path"] = paths[order].astype(str)
+        columns["path"] = paths[order]
         columns["pillow"] = flags[order]
 
     label_table = {

@@ -4,7 +4,8 @@
 are lists of :class:`Record` (path, pid, camid, attributes). Names:
 `market1501`, `dukemtmc`, `pa100k`, `custom`, `synthetic` (default data,
 Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
-attribute-only variant). Numpy/scipy/Pillow only: no TensorFlow.
+attribute-only variant). What was skipped: `dataset.report`, written by
+`write_report(dataset, path)`. Numpy/scipy/Pillow only: no TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from keras_hpnet.datasets.custom import load_custom
 from keras_hpnet.datasets.dukemtmc import load_dukemtmc
 from keras_hpnet.datasets.market1501 import load_market1501
 from keras_hpnet.datasets.pa100k import load_pa100k
+from keras_hpnet.datasets.report import DataReport, SkipCounter, write_report
 from keras_hpnet.datasets.synthetic import cache_dir, load_synthetic, load_synthetic_pa100k
 
 _REGISTRY = {
@@ -46,6 +48,7 @@ def load(name: str, root: str | None = None, **options) -> PedestrianDataset:
     return _REGISTRY[canonical](root, **options)
 
 
-__all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DatasetError", "DatasetWarning", "PedestrianDataset", "Record",
-           "available_datasets", "cache_dir", "load", "load_custom", "load_dukemtmc", "load_market1501",
-           "load_pa100k", "load_synthetic", "load_synthetic_pa100k", "raw_pixel_baseline"]
+__all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "DatasetWarning", "PedestrianDataset",
+           "Record", "SkipCounter", "available_datasets", "cache_dir", "load", "load_custom", "load_dukemtmc",
+           "load_market1501", "load_pa100k", "load_synthetic", "load_synthetic_pa100k", "raw_pixel_baseline",
+           "write_report"]

@@ -6,13 +6,14 @@ TensorFlow is not.
 
 from __future__ import annotations
 
-import collections
 import os
 import re
-import warnings
 from typing import NamedTuple
 
 import numpy as np
+
+from keras_hpnet.datasets.report import DataReport, DatasetWarning, SkipCounter, write_report  # noqa: F401
+from keras_hpnet.preprocessing import IMAGE_EXTENSIONS
 
 REID_SPLITS = ("train", "query", "gallery")
 ATTRIBUTE_SPLITS = ("train", "val", "test")
@@ -36,9 +37,11 @@ class PedestrianDataset:
     """A loaded dataset: `name`, `kind` ("reid" or "attribute"),
     `attribute_names`, `num_train_pids`, `num_cameras`, `root` and `splits`
     (re-id: train/query/gallery; attribute: train/val/test), each split also
-    an attribute (`ds.train`, `ds.query`, ...)."""
+    an attribute (`ds.train`, `ds.query`, ...), and `report` (a
+    `DataReport`: what the readers and the image check skipped)."""
 
-    def __init__(self, name, splits, *, kind, attribute_names=(), num_cameras=0, root=None, info=None):
+    def __init__(self, name, splits, *, kind, attribute_names=(), num_cameras=0, root=None, info=None,
+                 report=None):
         if kind not in ("reid", "attribute"):
             raise ValueError(f"kind must be 'reid' or 'attribute', got {kind!r}")
         self.name = name
@@ -48,6 +51,7 @@ class PedestrianDataset:
         self.num_cameras = int(num_cameras)
         self.root = root
         self.info = dict(info or {})
+        self.report = report if report is not None else DataReport()
         train = self.splits.get("train", [])
         self.num_train_pids = len({r.pid for r in train if r.pid >= 0})
 
@@ -56,6 +60,10 @@ class PedestrianDataset:
         if item in splits:
             return splits[item]
         raise AttributeError(f"{type(self).__name__} {self.__dict__.get('name')!r} has no attribute or split {item!r}")
+
+    def write_report(self, path: str) -> dict:
+        """Write `report` (after the image check of every split) as JSON; see `report.write_report`."""
+        return write_report(self, path)
 
     @property
     def num_attributes(self) -> int:
@@ -82,29 +90,6 @@ class PedestrianDataset:
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
         return (f"PedestrianDataset(name={self.name!r}, kind={self.kind!r}, {sizes}, "
                 f"num_train_pids={self.num_train_pids}, num_attributes={self.num_attributes})")
-
-
-class SkipCounter:
-    """Counts skipped items by reason and emits one warning per reason."""
-
-    def __init__(self, where: str):
-        self.where = where
-        self.counts = collections.Counter()
-        self.examples = {}
-
-    def add(self, reason: str, example: str):
-        self.counts[reason] += 1
-        self.examples.setdefault(reason, example)
-
-    def warn(self):
-        for reason, n in self.counts.items():
-            warnings.warn(f"{self.where}: skipped {n} item(s): {reason} (e.g. {self.examples[reason]})",
-                          DatasetWarning, stacklevel=3)
-        return dict(self.counts)
-
-
-class DatasetWarning(UserWarning):
-    """Something was skipped while reading a dataset (counted, named)."""
 
 
 def require_dir(path: str, what: str) -> str:
@@ -151,6 +136,13 @@ def relabel(records: list) -> list:
 MARKET_NAME = re.compile(r"^([-\d]+)_c(\d+)")
 
 
-def list_images(folder: str) -> list:
-    exts = (".jpg", ".jpeg", ".png", ".bmp")
-    return sorted(f for f in os.listdir(folder) if f.lower().endswith(exts))
+def list_images(folder: str, skips: SkipCounter | None = None) -> list:
+    """Sorted image file names in `folder`; other entries are counted in `skips`."""
+    names = []
+    for f in sorted(os.listdir(folder)):
+        if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f)):
+            names.append(f)
+        elif skips is not None:
+            kind = "sub-folder" if os.path.isdir(os.path.join(folder, f)) else "file"
+            skips.add(f"{kind} without an image extension ({', '.join(IMAGE_EXTENSIONS)})", os.path.join(folder, f))
+    return names

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_hpnet.datasets.report import SkipCounter
+from keras_hpnet.preprocessing import ImageError, load_rgb, prepare
 
-def load_pixels(records, image_size=(128, 64)) -> np.ndarray:
-    """[N, H*W*3] float32 in 0..1: each image resized (bilinear) to `image_size` (H, W)."""
-    from PIL import Image
 
-    h, w = image_size
+def load_pixels(records, image_size=(128, 64), skips: SkipCounter | None = None):
+    """Pixels of the readable images and their positions in `records`.
+
+    Returns (float32 [N, H*W*3] in 0..1, int64 [N] positions): each image read
+    and resized to `image_size` (H, W) by the image rule
+    (keras_hpnet.preprocessing). Unreadable images are left out and counted
+    in `skips` (reason "unreadable image", the error as example).
+    """
+    h, w = (int(v) for v in image_size)
     out = np.empty((len(records), h * w * 3), np.float32)
+    kept = []
     for i, r in enumerate(records):
-        with Image.open(r.path) as im:
-            im = im.convert("RGB")
-            if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
-            out[i] = np.asarray(im, np.float32).ravel() / 255.0
-    return out
+        try:
+            image = load_rgb(r.path)
+        except ImageError as e:
+            if skips is not None:
+                skips.add("unreadable image", str(e))
+            continue
+        out[len(kept)] = prepare(image, h, w).ravel() / np.float32(255.0)
+        kept.append(i)
+    return out[: len(kept)], np.asarray(kept, np.int64)
 
 
 def _euclidean(a, b):
@@ -27,11 +38,21 @@ def _euclidean(a, b):
 
 def raw_pixel_baseline(dataset, image_size=(128, 64)) -> dict:
     """Re-id metrics (keras_hpnet.metrics.reid_metrics, Market protocol) of
-    Euclidean nearest neighbour on resized raw pixels, query vs gallery."""
+    Euclidean nearest neighbour on resized raw pixels, query vs gallery, over
+    the readable images (the rest are skipped, counted in `num_skipped` and in
+    `dataset.report`, and named in a DatasetWarning)."""
     from keras_hpnet.metrics import reid_metrics
 
+    skips = SkipCounter(f"raw_pixel_baseline on {dataset.name}")
     q, g = dataset.splits["query"], dataset.splits["gallery"]
-    qf, gf = load_pixels(q, image_size), load_pixels(g, image_size)
+    (qf, qi), (gf, gi) = load_pixels(q, image_size, skips), load_pixels(g, image_size, skips)
+    skips.warn()
+    dataset.report.add_reader(skips)
+    if not len(qi) or not len(gi):
+        raise ValueError(f"raw_pixel_baseline: no readable {'query' if not len(qi) else 'gallery'} image")
+    q, g = [q[i] for i in qi], [g[i] for i in gi]
     dist = _euclidean(qf, gf)
-    return reid_metrics(dist, np.array([r.pid for r in q]), np.array([r.pid for r in g]),
-                        np.array([r.camid for r in q]), np.array([r.camid for r in g]))
+    metrics = reid_metrics(dist, np.array([r.pid for r in q]), np.array([r.pid for r in g]),
+                           np.array([r.camid for r in q]), np.array([r.camid for r in g]))
+    metrics["num_skipped"] = sum(skips.counts.values())
+    return metrics

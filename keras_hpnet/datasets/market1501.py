@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from keras_hpnet.datasets.base import (
-    MARKET_NAME, DatasetError, PedestrianDataset, Record, SkipCounter, list_images, loadmat, relabel,
+    MARKET_NAME, DataReport, DatasetError, PedestrianDataset, Record, SkipCounter, list_images, loadmat, relabel,
     require_dir)
 
 AGE_CLASSES = ("young", "teenager", "adult", "old")
@@ -45,7 +45,7 @@ def read_market_split(folder: str, split: str, num_cameras: int | None, skips: S
     """Records of one split folder; junk dropped, distractors kept in the gallery only."""
     require_dir(folder, f"{split} split")
     records = []
-    for fname in list_images(folder):
+    for fname in list_images(folder, skips):
         m = MARKET_NAME.match(fname)
         if not m:
             skips.add("file name not in the PPPP_cC... scheme", os.path.join(folder, fname))
@@ -159,7 +159,8 @@ def load_market_layout(root, *, name, num_cameras, attribute_file=None, attribut
     raw["train"] = relabel(raw["train"])
     cams = num_cameras or (1 + max(r.camid for recs in raw.values() for r in recs))
     return PedestrianDataset(name, raw, kind="reid", attribute_names=names, num_cameras=cams, root=base,
-                             info={"attribute_file": attribute_file, "skipped": dict(skips.counts)})
+                             info={"attribute_file": attribute_file, "skipped": dict(skips.counts)},
+                             report=DataReport([skips]))
 
 
 def _default_attribute_file(root, base_candidates, fname):

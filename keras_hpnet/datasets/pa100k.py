@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from keras_hpnet.datasets.base import (
-    ATTRIBUTE_SPLITS, DatasetError, PedestrianDataset, Record, SkipCounter, loadmat, mat_strings, require_dir)
+    ATTRIBUTE_SPLITS, DataReport, DatasetError, PedestrianDataset, Record, SkipCounter, loadmat, mat_strings, require_dir)
 
 
 def load_pa100k(root, *, annotation_file=None, image_dir=None, name="pa100k"):
@@ -79,4 +79,5 @@ def load_pa100k(root, *, annotation_file=None, image_dir=None, name="pa100k"):
         splits[s] = recs
     counts = skips.warn()
     return PedestrianDataset(name, splits, kind="attribute", attribute_names=names, root=root,
-                             info={"annotation_file": ann, "image_dir": folder, "skipped": counts})
+                             info={"annotation_file": ann, "image_dir": folder, "skipped": counts},
+                             report=DataReport([skips]))

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from keras_hpnet.fileio import write_bytes_atomic
+from keras_hpnet.preprocessing import prepare, resize_bilinear
 
 GREEN = (0, 200, 0)
 RED = (230, 0, 0)
@@ -62,19 +63,22 @@ def as_uint8_image(image, name: str = "image") -> np.ndarray:
 
 
 def resize(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """An RGB uint8 image resized by the image rule (keras_hpnet.preprocessing.prepare:
+    bilinear, half-pixel centres, no antialias), so a picture shows the pixels a
+    model of that input size is fed."""
     h, w = size_hw
     if image.shape[:2] == (h, w):
         return image
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    return prepare(image, h, w)
 
 
 def resize_map(m: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a 2-D float map to `size_hw`."""
+    """Bilinear resize of a 2-D float map to `size_hw` (the same interpolation, unrounded)."""
     h, w = size_hw
     m = np.asarray(m, dtype=np.float32)
     if m.shape == (h, w):
         return m
-    return np.asarray(Image.fromarray(m, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
+    return resize_bilinear(m[:, :, None], h, w)[:, :, 0]
 
 
 # A perceptually ordered "jet-like" colour map: dark blue -> cyan -> yellow -> red.
