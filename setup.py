@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "grpcio==1.85.1",
     "protobuf==7.36.2",
     "ai-edge-litert==2.3.0",
+    "faiss-cpu==1.15.1",  # gallery index (keras_hpnet.retrieval.index); numpy fallback without it
 ]
 
 EXTRAS_REQUIRE = {

@@ -163,6 +163,17 @@ class Gallery:
                 break
         return out
 
+    def to_index(self, kind: str = "flat"):
+        """This gallery as a keras_hpnet.retrieval.index.GalleryIndex (filters, attribute search)."""
+        from keras_hpnet.retrieval.index import GalleryIndex
+
+        index = GalleryIndex(max(1, self.embedding_dim), kind, attribute_names=self.attribute_names,
+                             model_name=self.model_name)
+        if len(self):  # an empty gallery gives an empty index ("the gallery index is empty" on search)
+            index.add(self.embeddings, self.identities, cameras=self.camids, paths=self.paths,
+                      attributes=self.attributes)
+        return index
+
     # -- files ---------------------------------------------------------------
     @staticmethod
     def _paths(path: str) -> tuple[str, str]:

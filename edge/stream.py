@@ -27,12 +27,35 @@ class Assignment:
     attributes: dict | None = None
 
 
-class IdentityAssigner:
-    """Match embeddings to a gallery; register the ones farther than `threshold`."""
+def match_threshold(threshold, metadata=None) -> float:
+    """`threshold` when given, else the calibrated `metadata.match_threshold` (docs/retrieval.md).
 
-    def __init__(self, gallery: Gallery, threshold: float, prefix: str = "new-", update_gallery: bool = True):
-        if not threshold > 0:
-            raise ValueError(f"threshold must be > 0, got {threshold}")
+    ValueError when neither is there: an uncalibrated model has no default.
+    """
+    if threshold is None:
+        threshold = getattr(metadata, "match_threshold", None)
+        if threshold is None:
+            raise ValueError("the model was never calibrated (its metadata has no match_threshold): run "
+                             "python -m training.calibrate --run_dir RUN and re-export, or pass --threshold")
+    threshold = float(threshold)
+    if not threshold > 0:
+        raise ValueError(f"threshold must be > 0, got {threshold}")
+    return threshold
+
+
+class IdentityAssigner:
+    """Match embeddings to a gallery; register the ones farther than `threshold`.
+
+    `threshold=None` takes the calibrated one from the model `metadata`.
+    """
+
+    def __init__(self, gallery: Gallery, threshold: float | None = None, prefix: str = "new-",
+                 update_gallery: bool = True, metadata=None):
+        distance = getattr(metadata, "match_distance", None)
+        if threshold is None and distance and distance != gallery.distance:
+            raise ValueError(f"the calibrated threshold is for {distance} distance, "
+                             f"the gallery uses {gallery.distance}")
+        threshold = match_threshold(threshold, metadata)
         self.gallery = gallery
         self.threshold = float(threshold)
         self.prefix = prefix

@@ -36,6 +36,10 @@ class ModelMetadata:
     distance: str = "euclidean"
     extra: dict = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # Open-set "same person" threshold and the distance it applies to
+    # (keras_hpnet.retrieval.calibration, docs/retrieval.md); None: never calibrated.
+    match_threshold: float | None = None
+    match_distance: str | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -65,6 +69,12 @@ class ModelMetadata:
         for k in ("normalization_mean", "normalization_std"):
             if k in kwargs:
                 kwargs[k] = tuple(float(v) for v in kwargs[k])
+        if kwargs.get("match_threshold") is not None:
+            try:
+                kwargs["match_threshold"] = float(kwargs["match_threshold"])
+            except (TypeError, ValueError):
+                raise ValueError(f"{source}: field 'match_threshold' must be a number, "
+                                 f"got {d['match_threshold']!r}") from None
         kwargs["attribute_names"] = [str(a) for a in kwargs.get("attribute_names") or []]
         return cls(**kwargs)
 

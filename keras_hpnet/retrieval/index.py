@@ -1,0 +1,524 @@
+"""A gallery index: embeddings + per-vector metadata, exact or approximate search (docs/retrieval.md).
+
+Built on faiss-cpu (Douze et al., "The Faiss library", 2024) when it is
+installed, with a numpy brute-force fallback for the exact kind; importing
+this module imports neither TensorFlow nor faiss.
+
+Kinds (`KINDS`):
+
+- ``flat``: exact search (faiss IndexFlatL2, or numpy when faiss is absent);
+  float32 storage, 4 D bytes per vector.
+- ``hnsw``: HNSW graph over float32 vectors (Malkov & Yashunin, TPAMI 2020),
+  `M` links per node; fastest queries, more memory than flat.
+- ``ivf_sq8``: inverted file (`nlist` k-means cells, `nprobe` searched) with
+  8-bit scalar-quantised vectors: 4x smaller than float32.
+- ``ivf_pq``: inverted file with product quantisation (`pq_m` sub-vectors of
+  8 bits, Jegou et al., TPAMI 2011): D / pq_m x 4 times smaller.
+
+IVF kinds are trained (k-means) on the first `add`; `nlist` is lowered to
+fit a small first batch (>= 39 vectors per cell) and ``ivf_pq`` needs at
+least 256 vectors. Distances are Euclidean (``metric="euclidean"``) or
+1 - cosine (``metric="cosine"``: vectors are L2-normalised, d = |a-b|^2 / 2).
+
+Metadata per vector: identity (str), camera (int, -1 unknown), timestamp
+(float seconds, NaN unknown), path (str), attribute probabilities `[A]`
+(optional, with `attribute_names`). Vectors are added with `add` and removed
+with `remove` (by identity or slot); filters (cameras, time window, an
+attribute query of keras_hpnet.retrieval.query with a minimum score) restrict
+a search to the matching vectors (faiss IDSelectorBitmap, so the approximate
+kinds search inside the filter).
+
+`save` writes one .npz atomically: a JSON header (format version, kind,
+metric, dim, parameters, model name, sha256 of the faiss bytes) and the
+arrays. `load` checks the header, the format version, every array's shape and
+the checksum before any byte reaches faiss, so a corrupt or older file gives
+an `IndexFormatError`, never a crash in native code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import zipfile
+
+import numpy as np
+
+from keras_hpnet.fileio import write_bytes_atomic
+
+INDEX_FORMAT_VERSION = 1
+KINDS = ("flat", "hnsw", "ivf_sq8", "ivf_pq")
+METRICS = ("euclidean", "cosine")
+DEFAULT_PARAMS = {"hnsw_m": 32, "ef_construction": 80, "ef_search": 64, "nlist": 1024, "nprobe": 16,
+                  "pq_m": 32}
+_MIN_PER_CELL = 39  # faiss warns below 39 training points per k-means centroid
+_PQ_MIN_TRAIN = 256  # 2^8 centroids per PQ sub-quantizer
+
+
+class IndexFormatError(ValueError):
+    """An index file that cannot be read (corrupt, truncated, or another format version)."""
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError("this index kind needs faiss-cpu (pip install faiss-cpu); the 'flat' kind works "
+                          "without it (numpy brute force)") from None
+    return faiss
+
+
+@dataclasses.dataclass
+class Hit:
+    slot: int
+    identity: str
+    distance: float
+    camera: int
+    timestamp: float
+    path: str
+    score: float | None = None  # attribute query score, when the search had one
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["timestamp"] = None if np.isnan(self.timestamp) else self.timestamp
+        return d
+
+
+def _embeddings(x, dim, name="embeddings"):
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ValueError(f"{name}: expected [N, D], got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"{name}: expected numbers, got dtype {x.dtype}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name}: wrong dimension {x.shape[1]}, the index holds {dim}-d embeddings "
+                         "(a gallery made with another model?)")
+    x = np.ascontiguousarray(x, np.float32)
+    if not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x).all(1))
+        raise ValueError(f"{name}: NaN or inf in row(s) {bad[:5].tolist()}{' ...' if len(bad) > 5 else ''}")
+    return x
+
+
+def _normalized(x):
+    from keras_hpnet.metrics.distance import _l2_normalize
+
+    return np.ascontiguousarray(_l2_normalize(x), np.float32)
+
+
+class GalleryIndex:
+    """Gallery embeddings with metadata and a search structure (see the module docstring)."""
+
+    def __init__(self, dim: int, kind: str = "flat", *, metric: str = "euclidean", backend: str = "auto",
+                 attribute_names=(), model_name: str = "", **params):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if backend not in ("auto", "faiss", "numpy"):
+            raise ValueError(f"backend must be auto, faiss or numpy, got {backend!r}")
+        unknown = set(params) - set(DEFAULT_PARAMS)
+        if unknown:
+            raise ValueError(f"unknown index parameter(s) {sorted(unknown)} (known: {sorted(DEFAULT_PARAMS)})")
+        if not int(dim) > 0:
+            raise ValueError(f"dim must be > 0, got {dim}")
+        if backend == "auto":
+            backend = "faiss" if faiss_available() else "numpy"
+        if backend == "numpy" and kind != "flat":
+            raise ValueError(f"kind {kind!r} needs faiss-cpu (pip install faiss-cpu); use kind='flat' for "
+                             "numpy brute force")
+        if backend == "faiss":
+            _faiss()
+        self.dim, self.kind, self.metric, self.backend = int(dim), kind, metric, backend
+        self.params = {**DEFAULT_PARAMS, **{k: int(v) for k, v in params.items()}}
+        if kind == "ivf_pq" and self.dim % self.params["pq_m"]:
+            raise ValueError(f"ivf_pq: dim {self.dim} is not a multiple of pq_m={self.params['pq_m']}")
+        self.attribute_names = [str(n) for n in attribute_names]
+        self.model_name = str(model_name)
+        self._index = None  # faiss index (ids = slots), built on the first add
+        self._vectors = np.zeros((0, self.dim), np.float32)  # numpy backend only
+        self._norms = None  # their squared norms, cached
+        self.identities = np.zeros(0, dtype="<U1")
+        self.cameras = np.zeros(0, np.int64)
+        self.timestamps = np.zeros(0, np.float64)
+        self.paths = np.zeros(0, dtype="<U1")
+        self.attributes = np.zeros((0, len(self.attribute_names)), np.float32)
+        self.alive = np.zeros(0, bool)
+
+    # -- size ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.alive.sum())
+
+    @property
+    def num_slots(self) -> int:
+        return len(self.alive)
+
+    def nbytes(self) -> int:
+        """Bytes of the vector store (faiss serialised index or numpy array), metadata excluded."""
+        if self.backend == "numpy":
+            return int(self._vectors.nbytes)
+        return 0 if self._index is None else int(len(_faiss().serialize_index(self._index)))
+
+    # -- building -----------------------------------------------------------------------
+    def _new_faiss_index(self, train):
+        faiss = _faiss()
+        d, p = self.dim, self.params
+        if self.kind == "flat":
+            return faiss.IndexIDMap2(faiss.IndexFlatL2(d))
+        if self.kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(d, p["hnsw_m"])
+            inner.hnsw.efConstruction = p["ef_construction"]
+            return faiss.IndexIDMap(inner)
+        if self.kind == "ivf_pq" and len(train) < _PQ_MIN_TRAIN:
+            raise ValueError(f"ivf_pq: needs at least {_PQ_MIN_TRAIN} vectors in the first add to train, got "
+                             f"{len(train)} (use kind='flat' or 'hnsw' for small galleries)")
+        nlist = max(1, min(p["nlist"], len(train) // _MIN_PER_CELL))
+        self.params["nlist"] = nlist
+        quantizer = faiss.IndexFlatL2(d)
+        if self.kind == "ivf_sq8":
+            index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, p["pq_m"], 8)
+        index.train(train)  # faiss's Python wrapper keeps `quantizer` alive with `index`
+        return index
+
+    def add(self, embeddings, identities, *, cameras=None, timestamps=None, paths=None, attributes=None):
+        """Add vectors with their metadata; returns their slots (ids used by `remove`)."""
+        x = _embeddings(embeddings, self.dim)
+        n = len(x)
+        if n == 0:
+            return np.zeros(0, np.int64)
+        identities = [str(i) for i in identities]
+        if len(identities) != n:
+            raise ValueError(f"identities: {len(identities)} for {n} embeddings")
+
+        def column(values, default, dtype, name):
+            if values is None:
+                return np.full(n, default, dtype)
+            v = np.asarray(values, dtype)
+            if v.shape != (n,):
+                raise ValueError(f"{name}: expected {n} values, got shape {v.shape}")
+            return v
+
+        cams = column(cameras, -1, np.int64, "cameras")
+        times = column(timestamps, np.nan, np.float64, "timestamps")
+        pths = np.asarray([""] * n if paths is None else [str(p) for p in paths])
+        if len(pths) != n:
+            raise ValueError(f"paths: {len(pths)} for {n} embeddings")
+        na = len(self.attribute_names)
+        if attributes is None:
+            attrs = np.full((n, na), np.nan, np.float32)
+        else:
+            attrs = np.asarray(attributes, np.float32).reshape(n, -1)
+            if attrs.shape[1] != na:
+                raise ValueError(f"attributes: {attrs.shape[1]} per vector, the index has {na} attribute_names")
+        vectors = _normalized(x) if self.metric == "cosine" else x
+        slots = np.arange(self.num_slots, self.num_slots + n, dtype=np.int64)
+        if self.backend == "numpy":
+            self._vectors = np.concatenate([self._vectors, vectors])
+        else:
+            if self._index is None:
+                self._index = self._new_faiss_index(vectors)
+            self._index.add_with_ids(vectors, slots)
+        self.identities = np.concatenate([self.identities, np.asarray(identities)])
+        self.cameras = np.concatenate([self.cameras, cams])
+        self.timestamps = np.concatenate([self.timestamps, times])
+        self.paths = np.concatenate([self.paths, pths])
+        self.attributes = np.concatenate([self.attributes, attrs])
+        self.alive = np.concatenate([self.alive, np.ones(n, bool)])
+        return slots
+
+    def remove(self, *, identity: str | None = None, slots=None) -> int:
+        """Remove the vectors of `identity` and/or `slots`; returns how many were removed.
+
+        The flat and IVF kinds drop them from the faiss index; HNSW cannot
+        delete graph nodes, so they stay as tombstones excluded from every search.
+        """
+        mask = np.zeros(self.num_slots, bool)
+        if identity is not None:
+            mask |= self.identities == str(identity)
+        if slots is not None:
+            s = np.asarray(slots, np.int64).ravel()
+            if s.size and (s.min() < 0 or s.max() >= self.num_slots):
+                raise ValueError(f"slots: outside 0..{self.num_slots - 1}")
+            mask[s] = True
+        mask &= self.alive
+        gone = np.flatnonzero(mask)
+        if len(gone) and self.backend == "faiss" and self.kind != "hnsw":
+            self._index.remove_ids(gone.astype(np.int64))
+        self.alive[gone] = False
+        return int(len(gone))
+
+    # -- searching ----------------------------------------------------------------------
+    def filter_mask(self, *, cameras=None, time_window=None, attributes=None, min_score: float = 0.5):
+        """Slots that are alive and pass the filters: (mask [slots], attribute scores or None)."""
+        mask = self.alive.copy()
+        if cameras is not None:
+            mask &= np.isin(self.cameras, np.asarray(list(cameras), np.int64))
+        if time_window is not None:
+            t0, t1 = time_window
+            t0 = -np.inf if t0 is None else float(t0)
+            t1 = np.inf if t1 is None else float(t1)
+            with np.errstate(invalid="ignore"):
+                mask &= (self.timestamps >= t0) & (self.timestamps <= t1)
+        scores = None
+        if attributes is not None:
+            scores = self.attribute_scores(attributes)
+            mask &= scores >= min_score
+        return mask, scores
+
+    def attribute_scores(self, query) -> np.ndarray:
+        """Score `[slots]` of an attribute query (text or AttributeQuery); ValueError without attributes."""
+        from keras_hpnet.retrieval.query import AttributeQuery, parse_query
+
+        if not self.attribute_names:
+            raise ValueError("the gallery has no attribute predictions (the model predicts no attributes)")
+        q = query if isinstance(query, AttributeQuery) else parse_query(query, self.attribute_names)
+        scores = np.zeros(self.num_slots)
+        known = ~np.isnan(self.attributes).any(1)
+        if known.any():
+            scores[known] = q.score(np.clip(self.attributes[known], 0.0, 1.0))
+        return scores
+
+    def _check_searchable(self):
+        if len(self) == 0:
+            raise ValueError("the gallery index is empty (add embeddings first)")
+
+    def search(self, queries, top_k: int = 10, *, cameras=None, time_window=None, attributes=None,
+               min_score: float = 0.5) -> list[list[Hit]]:
+        """The `top_k` nearest gallery vectors of each query `[Q, D]` (or `[D]`) inside the filters."""
+        self._check_searchable()
+        q = _embeddings(queries, self.dim, "queries")
+        if self.metric == "cosine":
+            q = _normalized(q)
+        top_k = int(top_k)
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        mask, scores = self.filter_mask(cameras=cameras, time_window=time_window, attributes=attributes,
+                                        min_score=min_score)
+        if not mask.any():
+            return [[] for _ in range(len(q))]
+        dist, slots = self._knn(q, min(top_k, int(mask.sum())), None if mask.all() else mask)
+        if self.metric == "euclidean":
+            dist = np.sqrt(np.maximum(dist, 0.0))
+        else:
+            dist = dist / 2.0
+        out = []
+        for drow, srow in zip(dist, slots):
+            out.append([self._hit(int(s), float(d), scores) for d, s in zip(drow, srow) if s >= 0])
+        return out
+
+    def search_attributes(self, query, top_k: int = 10, *, cameras=None, time_window=None,
+                          min_score: float = 0.0) -> list[Hit]:
+        """Gallery vectors ranked by an attribute query's score (ties by slot)."""
+        self._check_searchable()
+        mask, scores = self.filter_mask(cameras=cameras, time_window=time_window, attributes=query,
+                                        min_score=min_score)
+        order = np.flatnonzero(mask)
+        order = order[np.argsort(-scores[order], kind="stable")][: max(0, int(top_k))]
+        return [self._hit(int(s), float("nan"), scores) for s in order]
+
+    def _hit(self, slot, distance, scores):
+        return Hit(slot, str(self.identities[slot]), distance, int(self.cameras[slot]),
+                   float(self.timestamps[slot]), str(self.paths[slot]),
+                   None if scores is None else float(scores[slot]))
+
+    def _knn(self, q, k, mask):
+        """Squared L2 distances and slots `[Q, k]` (slot -1 when fewer were found).
+
+        `mask`: the slots to search (alive and inside the filters; HNSW
+        tombstones are excluded this way), None for every slot.
+        """
+        if self.backend == "numpy":
+            if mask is None:  # no copy of the gallery
+                return _brute_force(q, self._vectors, k, None, self._squared_norms())
+            rows = np.flatnonzero(mask)
+            return _brute_force(q, self._vectors[rows], k, rows, self._squared_norms()[rows])
+        faiss = _faiss()
+        p = self.params
+        kwargs = {}
+        bits = None
+        if mask is not None:
+            bits = np.packbits(mask, bitorder="little")
+            kwargs["sel"] = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(p["ef_search"], k), **kwargs)
+        elif self.kind in ("ivf_sq8", "ivf_pq"):
+            params = faiss.SearchParametersIVF(nprobe=min(p["nprobe"], p["nlist"]), **kwargs)
+        else:
+            params = faiss.SearchParameters(**kwargs) if kwargs else None
+        dist, slots = self._index.search(q, k, params=params)
+        del bits  # the selector reads it during the search only
+        return dist, slots
+
+    def _squared_norms(self):
+        if getattr(self, "_norms", None) is None or len(self._norms) != len(self._vectors):
+            self._norms = np.einsum("ij,ij->i", self._vectors, self._vectors)
+        return self._norms
+
+    # -- persistence --------------------------------------------------------------------
+    def _header(self, index_bytes) -> dict:
+        return {"format_version": INDEX_FORMAT_VERSION, "kind": self.kind, "metric": self.metric, "dim": self.dim,
+                "params": self.params, "attribute_names": self.attribute_names, "model_name": self.model_name,
+                "num_slots": self.num_slots, "store": "vectors" if self._stores_vectors() else "faiss",
+                "sha256": hashlib.sha256(index_bytes.tobytes()).hexdigest()}
+
+    def _stores_vectors(self) -> bool:
+        # flat indexes keep raw vectors in the file, so either backend can read them
+        return self.kind == "flat"
+
+    def save(self, path: str) -> str:
+        """Write the index to `path` (.npz) atomically; returns `path`."""
+        if self._stores_vectors():
+            if self.backend == "numpy":
+                store = self._vectors
+            else:
+                store = (self._index.index.reconstruct_n(0, self._index.ntotal) if self._index is not None
+                         else np.zeros((0, self.dim), np.float32))
+                ids = (faiss_ids(self._index) if self._index is not None else np.zeros(0, np.int64))
+                full = np.zeros((self.num_slots, self.dim), np.float32)
+                full[ids] = store
+                store = full
+            store = np.ascontiguousarray(store, np.float32)
+            index_bytes = store.view(np.uint8).ravel()
+        else:
+            index_bytes = (_faiss().serialize_index(self._index) if self._index is not None
+                           else np.zeros(0, np.uint8))
+        buf = io.BytesIO()
+        np.savez(buf, header=np.array(json.dumps(self._header(index_bytes))), index=index_bytes,
+                 identities=self.identities, cameras=self.cameras, timestamps=self.timestamps, paths=self.paths,
+                 attributes=self.attributes, alive=self.alive)
+        write_bytes_atomic(path, buf.getvalue())
+        return path
+
+    @classmethod
+    def load(cls, path: str, *, backend: str = "auto", dim: int | None = None,
+             model_name: str | None = None) -> "GalleryIndex":
+        """Read an index written by `save`; IndexFormatError for anything unexpected.
+
+        `dim` / `model_name`: what the caller's model produces; a gallery made
+        with another model is refused.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"gallery index {path}: no such file") from None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise IndexFormatError(f"gallery index {path}: not a readable index file ({type(e).__name__}: {e})") \
+                from None
+        missing = [k for k in ("header", "index", "identities", "cameras", "timestamps", "paths", "attributes",
+                               "alive") if k not in arrays]
+        if missing:
+            raise IndexFormatError(f"gallery index {path}: missing array(s) {', '.join(missing)}")
+        try:
+            header = json.loads(str(arrays["header"]))
+        except ValueError as e:
+            raise IndexFormatError(f"gallery index {path}: header is not JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise IndexFormatError(f"gallery index {path}: header is not a JSON object")
+        version = header.get("format_version")
+        if version != INDEX_FORMAT_VERSION:
+            raise IndexFormatError(f"gallery index {path}: format version {version!r}, this keras-hpnet reads "
+                                   f"version {INDEX_FORMAT_VERSION} (rebuild the index)")
+        try:
+            kind, metric, d, n = header["kind"], header["metric"], int(header["dim"]), int(header["num_slots"])
+            params, names = dict(header["params"]), list(header["attribute_names"])
+            store, digest = header["store"], header["sha256"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise IndexFormatError(f"gallery index {path}: bad header ({type(e).__name__}: {e})") from None
+        if kind not in KINDS or metric not in METRICS or store not in ("vectors", "faiss") or d <= 0 or n < 0:
+            raise IndexFormatError(f"gallery index {path}: bad header values (kind {kind!r}, metric {metric!r}, "
+                                   f"dim {d}, slots {n})")
+        index_bytes = arrays["index"]
+        if index_bytes.dtype != np.uint8 or index_bytes.ndim != 1 or \
+                hashlib.sha256(index_bytes.tobytes()).hexdigest() != digest:
+            raise IndexFormatError(f"gallery index {path}: the index data does not match its checksum (corrupt)")
+        shapes = {"identities": (n,), "cameras": (n,), "timestamps": (n,), "paths": (n,),
+                  "attributes": (n, len(names)), "alive": (n,)}
+        for k, shape in shapes.items():
+            if arrays[k].shape != shape:
+                raise IndexFormatError(f"gallery index {path}: {k} has shape {arrays[k].shape}, expected {shape}")
+        if dim is not None and int(dim) != d:
+            raise ValueError(f"gallery index {path}: holds {d}-d embeddings, the model makes {dim}-d ones "
+                             "(made with another model?)")
+        saved_model = str(header.get("model_name", ""))
+        if model_name and saved_model and model_name != saved_model:
+            raise ValueError(f"gallery index {path}: made with model {saved_model!r}, not {model_name!r}")
+        self = cls(d, kind, metric=metric, backend=backend, attribute_names=names, model_name=saved_model,
+                   **{k: v for k, v in params.items() if k in DEFAULT_PARAMS})
+        self.params.update({k: int(v) for k, v in params.items() if k in DEFAULT_PARAMS})
+        alive = arrays["alive"].astype(bool)
+        if store == "vectors":
+            if index_bytes.size != n * d * 4:
+                raise IndexFormatError(f"gallery index {path}: {index_bytes.size} vector bytes for {n} x {d}")
+            vectors = index_bytes.view(np.float32).reshape(n, d)
+            if self.backend == "numpy":
+                self._vectors = vectors.copy()
+            elif n:
+                self._index = self._new_faiss_index(vectors)
+                live = np.flatnonzero(alive)
+                self._index.add_with_ids(np.ascontiguousarray(vectors[live]), live.astype(np.int64))
+        elif index_bytes.size:
+            faiss = _faiss()
+            try:
+                self._index = faiss.deserialize_index(index_bytes)
+            except RuntimeError as e:
+                raise IndexFormatError(f"gallery index {path}: faiss cannot read the index ({e})") from None
+            if self._index.d != d:
+                raise IndexFormatError(f"gallery index {path}: faiss index is {self._index.d}-d, header says {d}")
+        self.identities, self.cameras = arrays["identities"], arrays["cameras"].astype(np.int64)
+        self.timestamps, self.paths = arrays["timestamps"].astype(np.float64), arrays["paths"]
+        self.attributes, self.alive = arrays["attributes"].astype(np.float32), alive
+        return self
+
+    @staticmethod
+    def is_index_file(path: str) -> bool:
+        """True when `path` is an .npz holding an index header (for CLIs accepting both gallery forms)."""
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return "header.npy" in zf.namelist()
+        except (OSError, zipfile.BadZipFile):
+            return False
+
+
+def faiss_ids(index) -> np.ndarray:
+    """The ids of an IndexIDMap(2), in storage order."""
+    from faiss import vector_to_array
+
+    return vector_to_array(index.id_map).astype(np.int64)
+
+
+def _brute_force(q, vectors, k, rows=None, squared_norms=None, chunk_size=4096):
+    """Exact squared-L2 top-k: (distances, slots) `[Q, k]` over `vectors` (slots `rows`, default 0..N-1)."""
+    k = min(k, len(vectors))
+    v2 = np.einsum("ij,ij->i", vectors, vectors) if squared_norms is None else squared_norms
+    dist = np.empty((len(q), k), np.float32)
+    slots = np.empty((len(q), k), np.int64)
+    for s in range(0, len(q), chunk_size):
+        part = q[s : s + chunk_size]
+        d = part @ vectors.T
+        d *= -2.0
+        d += v2[None, :]
+        d += np.einsum("ij,ij->i", part, part)[:, None]
+        if k < d.shape[1]:
+            top = np.argpartition(d, k - 1, axis=1)[:, :k]
+        else:
+            top = np.broadcast_to(np.arange(d.shape[1]), d.shape).copy()
+        td = np.take_along_axis(d, top, 1)
+        order = np.lexsort((top, td), axis=1)  # distance, then slot
+        dist[s : s + len(part)] = np.take_along_axis(td, order, 1)
+        top = np.take_along_axis(top, order, 1)
+        slots[s : s + len(part)] = top if rows is None else rows[top]
+    return dist, slots
