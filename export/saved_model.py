@@ -65,48 +65,66 @@ def list_versions(model_base_path: str) -> list[int]:
     return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(model_base_path, n)))
 
 
+def _captured_variables(functions) -> list:
+    """The tf.Variables the traced signature graphs read, each once.
+
+    TF-Serving restores variables through the SavedModel's saver (the TF1
+    session loader), which restores exactly the variables tracked by the saved
+    object graph. Keras 3 wraps each tf.Variable in a keras.Variable; tracking
+    the model (or its ``model.variables``) saves the wrappers, and the
+    handles the graphs capture are then never restored ("Could not find
+    variable ..." at run time; tf.saved_model.load hides it). Tracking the
+    captured tf.Variables themselves is what ``keras.export.ExportArchive``
+    does; see docs/serving.md.
+    """
+    seen = {}
+    for fn in functions:
+        for v in fn.get_concrete_function().variables:
+            seen.setdefault(id(v), v)
+    return list(seen.values())
+
+
 def _serving_module(model, metadata: ModelMetadata, metadata_file: str):
-    """A tf.Module holding the model and the two serving tf.functions."""
+    """The object to save: the three signature functions, the metadata asset
+    and the variables they capture (not the Keras model object)."""
     import tensorflow as tf
+
+    from keras_hpnet.data.resize import resize_uint8
 
     h, w = metadata.input_height, metadata.input_width
 
     def _outputs(images):
-        out = model(images, training=False)
+        out = model(tf.cast(images, tf.float32), training=False)
         result = {"embedding": tf.cast(out["embedding"], tf.float32)}
         if metadata.attribute_names:
             result["attributes"] = tf.cast(out["attributes"], tf.float32)
         return result
 
-    @tf.function(input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8, name=IMAGES_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8, name=IMAGES_INPUT)], autograph=False)
     def serving_default(images):
-        return _outputs(tf.cast(images, tf.float32))
+        return _outputs(images)
 
     def _decode_one(data):
         image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, tf.float32), (h, w), method="bilinear")
-        return tf.ensure_shape(image, (h, w, 3))
+        return tf.ensure_shape(resize_uint8(image, h, w), (h, w, 3))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)], autograph=False)
     def serve_image_bytes(image_bytes):
-        images = tf.map_fn(_decode_one, image_bytes, fn_output_signature=tf.TensorSpec((h, w, 3), tf.float32))
+        images = tf.map_fn(_decode_one, image_bytes, fn_output_signature=tf.TensorSpec((h, w, 3), tf.uint8))
         return _outputs(images)
 
     module = tf.Module()
     module.metadata_file = tf.saved_model.Asset(metadata_file)
 
-    @tf.function(input_signature=[])
+    @tf.function(input_signature=[], autograph=False)
     def metadata_signature():
         # Read the asset at run time: it holds the final version number.
         return {METADATA_OUTPUT: tf.io.read_file(module.metadata_file)}
 
-    module.model = model
-    # Keras 3 tracks some variables only in its own tracker: list them all so
-    # tf.saved_model.save can capture every one (what ExportArchive does).
-    module.model_variables = list(model.variables)
     module.serving_default = serving_default
     module.serve_image_bytes = serve_image_bytes
     module.metadata_signature = metadata_signature
+    module.captured_variables = _captured_variables([serving_default, serve_image_bytes])
     signatures = {
         DEFAULT_SIGNATURE: serving_default,
         BYTES_SIGNATURE: serve_image_bytes,
