@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (
 
 from support import make_tiny_model, write_tiny_run
 from keras_hpnet.data.resize import resize_uint8
-from export.client import (
+from export.serving.client import (
     BadImageError,
     GrpcClient,
     InvalidInputError,
@@ -35,7 +35,7 @@ from export.saved_model import (
     list_versions,
     read_export_metadata,
 )
-from export.serve import ModelServer
+from export.serving.server import ModelServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 32, 16
