@@ -36,6 +36,8 @@ from export.serving.signatures import DEFAULT_SIGNATURE, ServingError
 log = logging.getLogger("export.serve")
 
 LISTEN_BACKLOG = 1024
+_BUSY = b'{"error": "too many open connections (--max_pending); retry later"}'
+_LINGER_S, _LINGER_BYTES = 1.0, 1 << 20  # drain after answering, so the answer is not reset
 HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 413, "UNAVAILABLE": 503, "INTERNAL": 500}
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?(?P<rest>/metadata|:predict)?$")
 
@@ -291,6 +293,23 @@ def make_handler(core: PredictionCore, max_body_bytes: int, read_timeout_s: floa
     return Handler
 
 
+def _linger(conn) -> None:
+    """Half-close, then read what the client still sends (a body refused
+    unread) until it closes: closing with unread data would reset the
+    connection and could destroy the answer before the client reads it."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        deadline, drained = time.monotonic() + _LINGER_S, 0
+        while drained < _LINGER_BYTES and (remaining := deadline - time.monotonic()) > 0:
+            conn.settimeout(remaining)
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            drained += len(chunk)
+    except OSError:
+        pass
+
+
 class BoundedHTTPServer:
     """An HTTP server with a fixed worker pool (see the module docstring).
 
@@ -312,7 +331,8 @@ class BoundedHTTPServer:
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
-        self._idle: dict = {}  # socket -> (address, accepted at)
+        self._idle: dict = {}  # socket -> (address, accepted at), waiting for a request
+        self._refused: dict = {}  # the same, over max_connections: to answer 503
         self._open = 0  # accepted and not yet closed
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -326,6 +346,10 @@ class BoundedHTTPServer:
                         self._accept()
                     elif key.fileobj is self._wake_r:
                         self._wake_r.recv(64)
+                    elif key.fileobj in self._refused:
+                        self._selector.unregister(key.fileobj)
+                        del self._refused[key.fileobj]
+                        self._refuse(key.fileobj)
                     else:
                         self._selector.unregister(key.fileobj)
                         address, _ = self._idle.pop(key.fileobj)
@@ -347,22 +371,34 @@ class BoundedHTTPServer:
                 full = self._open >= self.max_connections
                 if not full:
                     self._open += 1
-            if full:
-                try:
-                    conn.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                except OSError:
-                    pass
-                conn.close()
-                continue
             conn.setblocking(False)
-            self._idle[conn] = (address, time.monotonic())
+            if full and len(self._refused) >= self.max_connections:
+                conn.close()  # far over the cap: drop
+                continue
+            # Over the cap: answered 503 once its request arrived (closing
+            # with the request unread would reset the connection).
+            (self._refused if full else self._idle)[conn] = (address, time.monotonic())
             self._selector.register(conn, selectors.EVENT_READ)
+
+    def _refuse(self, conn) -> None:
+        try:
+            conn.recv(65536)
+            conn.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                      b"Connection: close\r\n\r\n%s" % (len(_BUSY), _BUSY))
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        conn.close()
 
     def _close_idle(self, before: float) -> None:
         for conn in [c for c, (_, t) in self._idle.items() if t < before]:
             self._selector.unregister(conn)
             del self._idle[conn]
             self._close(conn)
+        for conn in [c for c, (_, t) in self._refused.items() if t < before]:
+            self._selector.unregister(conn)
+            del self._refused[conn]
+            conn.close()
 
     def _close(self, conn) -> None:
         try:
@@ -379,10 +415,7 @@ class BoundedHTTPServer:
         except Exception:
             log.exception("rest: connection from %s failed", address)
         finally:
-            try:
-                conn.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            _linger(conn)
             self._close(conn)
 
     @property
@@ -402,7 +435,10 @@ class BoundedHTTPServer:
     def server_close(self) -> None:
         for conn in list(self._idle):
             self._close(conn)
+        for conn in list(self._refused):
+            conn.close()
         self._idle.clear()
+        self._refused.clear()
         self._selector.close()
         self.socket.close()
         self._wake_r.close()
