@@ -65,33 +65,6 @@ def _build(name):
     return model, metadata_from(model, cfg)
 
 
-def _run_cell(call, clients, n_requests, min_seconds):
-    """`clients` threads each calling `call()` up to n_requests times -> latencies (s), wall (s)."""
-    lat = [[] for _ in range(clients)]
-    deadline = [None]
-    start = threading.Barrier(clients + 1)
-
-    def worker(i):
-        start.wait()
-        for _ in range(n_requests):
-            t = time.perf_counter()
-            call()
-            lat[i].append(time.perf_counter() - t)
-            if deadline[0] is not None and time.perf_counter() > deadline[0] and len(lat[i]) >= 2:
-                break
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    t0 = time.perf_counter()
-    deadline[0] = t0 + min_seconds
-    start.wait()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    return np.concatenate([np.asarray(x) for x in lat]), wall
-
-
 def _proc_status(pid, key):
     """A kB field (VmRSS, VmHWM) of /proc/<pid>/status, in MiB."""
     with open(f"/proc/{pid}/status") as f:
@@ -128,8 +101,9 @@ def _start_server(model_base_path):
     raise RuntimeError(f"export.serve exited with {proc.wait()} before READY")
 
 
-def _load(call, clients, seconds):
-    """`clients` threads calling `call(client_index)` until `seconds` passed
+def _load(call, clients, seconds, max_requests=None, min_requests=1):
+    """`clients` threads calling `call(client_index)`, each until `seconds`
+    passed (and it made `min_requests`) or it made `max_requests`
     -> (latencies of successful calls, {error kind: count}, wall seconds)."""
     lat = [[] for _ in range(clients)]
     errors = [{} for _ in range(clients)]
@@ -138,7 +112,9 @@ def _load(call, clients, seconds):
 
     def worker(i):
         start.wait()
-        while time.perf_counter() < deadline[0]:
+        done = 0
+        while (max_requests is None or done < max_requests) and (time.perf_counter() < deadline[0] or done < min_requests):
+            done += 1
             t = time.perf_counter()
             try:
                 call(i)
@@ -155,7 +131,7 @@ def _load(call, clients, seconds):
     deadline[0] = t0 + seconds
     start.wait()
     for t in threads:
-        t.join(timeout=seconds + 120)
+        t.join(timeout=seconds + 600)
     merged = {}
     for e in errors:
         for k, v in e.items():
@@ -234,21 +210,13 @@ def main(argv):
             fn(images=tf.constant(x))  # warm-up
             n_req = max(10, FLAGS.requests // max(1, bs // 4))
             for clients in [int(c) for c in FLAGS.concurrency]:
-                lat, wall = _run_cell(lambda: fn(images=tf.constant(x)), clients, n_req, FLAGS.min_seconds)
+                lat, _, wall = _load(lambda i: fn(images=tf.constant(x)), clients, FLAGS.min_seconds, n_req, 2)
                 rows.append(("in-process", bs, clients, lat, wall))
                 chans = [GrpcClient(f"127.0.0.1:{server.port}", "bench", timeout_s=600, batch_size=bs) for _ in range(clients)]
                 chans[0].predict(x)  # warm-up
-                local = threading.local()
-                counter = iter(range(10**9))
-                lock = threading.Lock()
-
-                def grpc_call():
-                    if not hasattr(local, "c"):
-                        with lock:
-                            local.c = chans[next(counter)]
-                    local.c.predict(x)
-
-                lat, wall = _run_cell(grpc_call, clients, n_req, FLAGS.min_seconds)
+                lat, errors, wall = _load(lambda i: chans[i].predict(x), clients, FLAGS.min_seconds, n_req, 2)
+                if errors:
+                    print(f"  errors: {errors}", file=sys.stderr)
                 rows.append(("export.serve gRPC", bs, clients, lat, wall))
                 for c in chans:
                     c.close()

@@ -46,6 +46,9 @@ from export.serving.signatures import (
     ServingError,
 )
 
+__all__ = ["BadImageError", "GrpcClient", "InvalidInputError", "NotFoundError", "RestClient",
+           "ServerUnavailableError", "ServingError", "read_image_bytes"]
+
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
 
 

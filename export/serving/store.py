@@ -102,7 +102,7 @@ class ServedVersion:
 
 
 def _warm_up_feeds(signature: Signature) -> dict | None:
-    """A batch of one for each input (zeros; a 2x2 PNG for strings), or None
+    """A batch of one for each input (zeros; a 1x1 PNG for strings), or None
     when an input has a free dimension besides the batch."""
     import tensorflow as tf
 
@@ -113,7 +113,7 @@ def _warm_up_feeds(signature: Signature) -> dict | None:
             return None
         shape = [1 if d is None else d for d in dims]
         if spec.dtype == tf.string:
-            png = tf.io.encode_png(tf.zeros((2, 2, 3), tf.uint8)).numpy()
+            png = tf.io.encode_png(tf.zeros((1, 1, 3), tf.uint8)).numpy()
             feeds[name] = np.full(shape, png, dtype=object)
         else:
             feeds[name] = np.zeros(shape, spec.dtype.as_numpy_dtype)
