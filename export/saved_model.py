@@ -37,10 +37,12 @@ import tempfile
 import time
 
 from export.serving.signatures import (
+    ATTRIBUTES_OUTPUT,
     BYTES_INPUT,
     BYTES_SIGNATURE,
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_SIGNATURE,
+    EMBEDDING_OUTPUT,
     IMAGES_INPUT,
     METADATA_OUTPUT,
     METADATA_SIGNATURE,
@@ -115,9 +117,9 @@ def _serving_module(model, metadata: ModelMetadata, metadata_file: str, max_imag
 
     def _outputs(images):
         out = model(tf.cast(images, tf.float32), training=False)
-        result = {"embedding": tf.cast(out["embedding"], tf.float32)}
+        result = {EMBEDDING_OUTPUT: tf.cast(out["embedding"], tf.float32)}
         if metadata.attribute_names:
-            result["attributes"] = tf.cast(out["attributes"], tf.float32)
+            result[ATTRIBUTES_OUTPUT] = tf.cast(out["attributes"], tf.float32)
         return result
 
     @tf.function(input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8, name=IMAGES_INPUT)], autograph=False)

@@ -25,7 +25,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from support import make_tiny_model
 from export.saved_model import export_saved_model, read_export_metadata, remove_stale_temp_dirs
 from export.serving.client import GrpcClient, InvalidInputError
-from export.serving.rest import BoundedHTTPServer, make_handler
+from export.serving.rest import BoundedHTTPServer
 from export.serving.server import ModelServer
 from export.serving.signatures import DEFAULT_MAX_BATCH_SIZE
 from keras_hpnet.metadata import ModelMetadata

@@ -202,6 +202,7 @@ def make_handler(core: PredictionCore, max_body_bytes: int, read_timeout_s: floa
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "keras-hpnet-serve"
+        disable_nagle_algorithm = True  # headers and body are two writes
 
         def setup(self):
             super().setup()
