@@ -102,3 +102,91 @@ def test_export_matches_keras(name, tmp_path):
             # output (0.8-0.97 measured for HA-CNN); a layout or op bug gives ~0.
             assert cosine > 0.7, (key, cosine)
 
+
+
+# --- The SavedModel of export.saved_model under TF-Serving's loader --------------------------
+
+def v1_session_outputs(version_dir, requests):
+    """Load `version_dir` the way tensorflow_model_server does (the TF1 session
+    loader, variables restored by the saver) in a fresh graph, and run each
+    ``(signature, {input_name: array})`` of `requests` by tensor name."""
+    results = []
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], version_dir)
+        for signature, feeds in requests:
+            sd = meta.signature_def[signature]
+            assert set(sd.inputs) == set(feeds), (signature, set(sd.inputs))
+            fetches = {k: v.name for k, v in sd.outputs.items()}
+            results.append(sess.run(fetches, {sd.inputs[k].name: v for k, v in feeds.items()}))
+    return results
+
+
+def _export_model(name):
+    from support import make_tiny_model
+
+    from export.run import metadata_from
+
+    model = make_tiny_model() if name == "tiny" else trained_like(name)
+    names = [f"a{i}" for i in range(getattr(model, "num_attributes", 0))]
+    h, w = model.input_size
+    cfg = {"model": name, "input_height": h, "input_width": w, "attribute_names": names}
+    return model, metadata_from(model, cfg)
+
+
+@pytest.mark.parametrize("name", ["tiny", *CONFIGS])
+def test_saved_model_runs_under_tf1_session_loader(name, tmp_path):
+    """issue 12 §1: every signature of every model runs under the loader of
+    tensorflow_model_server, outputs equal to Keras inference within 1e-5."""
+    import json
+
+    from keras_hpnet.data.resize import resize_uint8
+
+    from export.saved_model import export_saved_model
+
+    model, md = _export_model(name)
+    export_saved_model(model, str(tmp_path), md, model_name=name)  # version 1
+    res = export_saved_model(model, str(tmp_path), md, model_name=name)  # version 2
+    h, w = model.input_size
+    x = images(model, 3, seed=5).astype(np.uint8)
+    other = np.random.default_rng(6).integers(0, 256, (2, h + 13, w - 5, 3)).astype(np.uint8)
+    blobs = [tf.io.encode_png(other[0]).numpy(), tf.io.encode_jpeg(other[1], quality=90).numpy()]
+    decoded = np.stack([tf.io.decode_image(b, channels=3).numpy() for b in blobs])
+    pixels = resize_uint8(decoded, h, w).numpy()  # the image rule, keras_hpnet.data.resize
+    plain, from_bytes, meta = v1_session_outputs(res.path, [
+        ("serving_default", {"images": x}),
+        ("serve_image_bytes", {"image_bytes": np.array(blobs, dtype=object)}),
+        ("metadata", {}),
+    ])
+    for got, inputs in ((plain, x), (from_bytes, pixels)):
+        want = model(inputs.astype(np.float32), training=False)
+        assert set(got) == ({"embedding", "attributes"} if md.attribute_names else {"embedding"})
+        for key in got:
+            assert got[key].dtype == np.float32 and got[key].shape == tuple(want[key].shape)
+            np.testing.assert_allclose(got[key], want[key].numpy(), atol=1e-5, rtol=0)
+    record = json.loads(meta["metadata_json"])
+    assert record["version"] == 2 and record["model_name"] == name
+    assert record["attribute_names"] == md.attribute_names
+
+
+def test_saved_model_cli_run(tmp_path):
+    """The check docs/serving.md gives users: saved_model_cli (TF1 loader) runs it."""
+    import os
+    import subprocess
+    import sys
+
+    from export.saved_model import export_saved_model
+
+    model, md = _export_model("tiny")
+    res = export_saved_model(model, str(tmp_path / "models"), md)
+    h, w = model.input_size
+    np.save(tmp_path / "zeros.npy", np.zeros((1, h, w, 3), np.uint8))
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    r = subprocess.run(
+        [cli, "run", "--dir", res.path, "--tag_set", "serve", "--signature_def", "serving_default",
+         "--inputs", f"images={tmp_path / 'zeros.npy'}", "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = np.load(tmp_path / "out" / "embedding.npy")
+    want = model(np.zeros((1, h, w, 3), np.float32), training=False)["embedding"].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)

@@ -19,7 +19,8 @@ from tensorflow_serving.apis import (
 )
 
 from support import make_tiny_model, write_tiny_run
-from export.client import (
+from keras_hpnet.data.resize import resize_uint8
+from export.serving.client import (
     BadImageError,
     GrpcClient,
     InvalidInputError,
@@ -34,7 +35,7 @@ from export.saved_model import (
     list_versions,
     read_export_metadata,
 )
-from export.serve import ModelServer
+from export.serving.server import ModelServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 32, 16
@@ -109,8 +110,8 @@ def test_grpc_predict_both_signatures(served):
         big = _images(3, seed=2, h=70, w=41)
         blobs = [tf.io.encode_png(big[0]).numpy(), tf.io.encode_jpeg(big[1]).numpy(), tf.io.encode_png(big[2]).numpy()]
         out = c.predict(blobs)
-        decoded = np.stack([tf.io.decode_image(b, channels=3).numpy() for b in blobs]).astype(np.float32)
-        resized = tf.image.resize(decoded, (H, W), method="bilinear").numpy()
+        decoded = np.stack([tf.io.decode_image(b, channels=3).numpy() for b in blobs])
+        resized = resize_uint8(decoded, H, W).numpy()  # the image rule (keras_hpnet.data.resize)
         want = _keras(run.model, resized)
         for k in want:
             np.testing.assert_allclose(out[k], want[k], atol=1e-5)
