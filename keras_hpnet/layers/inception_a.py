@@ -2,12 +2,12 @@
 
 import keras
 
-from keras_hpnet.layers._util import build_chain, run_chain
+from keras_hpnet.layers._util import ParallelStreams
 from keras_hpnet.layers.conv_block import ConvBlock
 
 
 @keras.saving.register_keras_serializable(package="keras_hpnet")
-class InceptionA(keras.layers.Layer):
+class InceptionA(ParallelStreams):
     """Four parallel streams of `filters // 4` channels, concatenated, stride 1.
 
     Streams: three of 1x1 -> 3x3 conv, and one 3x3 average pool -> 1x1 conv.
@@ -15,8 +15,6 @@ class InceptionA(keras.layers.Layer):
     Args:
         filters: output channels (divisible by 4).
     """
-
-    _takes_training = True
 
     def __init__(self, filters, **kwargs):
         super().__init__(**kwargs)
@@ -32,19 +30,3 @@ class InceptionA(keras.layers.Layer):
             keras.layers.AveragePooling2D(3, strides=1, padding="same", name="s4_pool", dtype=self.dtype_policy),
             ConvBlock(mid, 1, name="s4_1x1", dtype=self.dtype_policy),
         ])
-
-    def build(self, input_shape):
-        for stream in self.streams:
-            build_chain(stream, input_shape)
-        self.built = True
-
-    def call(self, x, training=None):
-        return keras.ops.concatenate([run_chain(s, x, training) for s in self.streams], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.filters,)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(filters=self.filters)
-        return config

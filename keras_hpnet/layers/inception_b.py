@@ -2,12 +2,12 @@
 
 import keras
 
-from keras_hpnet.layers._util import build_chain, run_chain
+from keras_hpnet.layers._util import ParallelStreams
 from keras_hpnet.layers.conv_block import ConvBlock
 
 
 @keras.saving.register_keras_serializable(package="keras_hpnet")
-class InceptionB(keras.layers.Layer):
+class InceptionB(ParallelStreams):
     """Three streams that halve the resolution, concatenated to `filters` channels.
 
     Streams: 1x1 -> 3x3/2 (filters/4); 1x1 -> 3x3 -> 3x3/2 (filters/4);
@@ -16,8 +16,6 @@ class InceptionB(keras.layers.Layer):
     Args:
         filters: output channels (divisible by 4).
     """
-
-    _takes_training = True
 
     def __init__(self, filters, **kwargs):
         super().__init__(**kwargs)
@@ -32,20 +30,3 @@ class InceptionB(keras.layers.Layer):
             [keras.layers.MaxPooling2D(3, strides=2, padding="same", name="s3_pool", dtype=self.dtype_policy),
              ConvBlock(2 * mid, 1, name="s3_1x1", dtype=self.dtype_policy)],
         ]
-
-    def build(self, input_shape):
-        for stream in self.streams:
-            build_chain(stream, input_shape)
-        self.built = True
-
-    def call(self, x, training=None):
-        return keras.ops.concatenate([run_chain(s, x, training) for s in self.streams], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        shape = self.streams[0][1].compute_output_shape(tuple(input_shape[:-1]) + (self.filters // 4,))
-        return tuple(shape[:-1]) + (self.filters,)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(filters=self.filters)
-        return config
