@@ -36,7 +36,7 @@ def images(model, n=2, seed=0):
 
 
 def test_registry():
-    assert keras_hpnet.available_models() == ["hacnn", "hatcnn", "hpnet", "mnet"]
+    assert keras_hpnet.available_models() == ["hacnn", "hatcnn", "hpnet", "mnet", "tiny"]  # tiny: registered too
     assert keras_hpnet.models.available_models() == keras_hpnet.available_models()
 
 
@@ -155,7 +155,9 @@ def test_hatcnn_attribute_pooling(models, tmp_path):
     from keras_hpnet.layers._util import run_chain
 
     from keras_hpnet.models.hatcnn import AttributeNetwork
-    from training.config import ATTRIBUTE_POOLINGS  # the CLI's choices (config imports no TensorFlow)
+    from keras_hpnet.model_spec import flag_options
+
+    ATTRIBUTE_POOLINGS = flag_options()["attribute_pooling"].choices  # the CLI's choices (from the spec)
 
     assert set(ATTRIBUTE_POOLINGS) == set(AttributeNetwork.POOLINGS)
     model = models["hatcnn"]

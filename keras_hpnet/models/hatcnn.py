@@ -5,11 +5,9 @@ import keras
 from keras_hpnet.layers import (ConvBlock, FusedBatchNormalization, ImageNormalization,
                                 InceptionA, InceptionB)
 from keras_hpnet.layers._util import build_chain, run_chain
+from keras_hpnet.model_catalog import POOLINGS
 from keras_hpnet.models.base import l2_normalize
 from keras_hpnet.models.hacnn import HACNN
-
-
-POOLINGS = ("avg", "max", "avgmax")
 
 
 def _check_pooling(pooling, argument):
