@@ -34,13 +34,15 @@ flags.DEFINE_float("min_seconds", 3.0, "stop a cell early once this much time pa
 FLAGS = flags.FLAGS
 
 
+# Benchmark variants: the tiny contract model at its small size (embedding 8).
+BUILD = {"tiny": dict(num_classes=5, num_attributes=3, feature_dim=5, input_shape=(32, 16))}
+
+
 def _build(name):
     import keras_hpnet
 
-    # tiny: the small contract model at its old benchmark size (embedding 8).
-    small = dict(num_classes=5, num_attributes=3, feature_dim=5, input_shape=(32, 16)) if name == "tiny" else {}
     n_attr = 0 if keras_hpnet.spec(name).attributes == "none" else 10
-    model = keras_hpnet.build_model(name, **(small or dict(num_classes=10, num_attributes=n_attr)))
+    model = keras_hpnet.build_model(name, **BUILD.get(name, dict(num_classes=10, num_attributes=n_attr)))
     attrs = [f"attr{i}" for i in range(model.num_attributes)]
     from export.run import metadata_from
 

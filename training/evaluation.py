@@ -107,13 +107,14 @@ def attribute_free_dims(model):
 
     HAT-CNN's ranking feature is L2(global) ++ L2(local) ++ L2(attribute
     logits); the paper compares ranking with and without the attribute part.
-    Other models can opt in with `embedding_includes_attributes = True` (the
-    attribute part being the last `num_attributes` dims).
+    A model says so with `embedding_includes_attributes` (keras_hpnet models:
+    their spec's `embedding_ends_with_attributes`; the attribute part being
+    the last `num_attributes` dims).
     """
     num_attributes = int(getattr(model, "num_attributes", 0) or 0)
     if num_attributes <= 0:
         return None
-    if getattr(model, "model_name", None) == "hatcnn" or getattr(model, "embedding_includes_attributes", False):
+    if getattr(model, "embedding_includes_attributes", False):
         dims = int(model.embedding_dim) - num_attributes
         return dims if dims > 0 else None
     return None
