@@ -7,7 +7,8 @@ exporter (`export.tflite`)::
     run = load_run("runs/hacnn")
     run.model        # keras.Model, inference contract of docs/design.md "Models"
     run.config       # dict from config.json
-    run.metadata     # keras_hpnet.metadata.ModelMetadata
+    run.plan         # the same file as a keras_hpnet.runs.RunPlan
+    run.metadata     # keras_hpnet.metadata.ModelMetadata, built from the plan and the model
 """
 
 from __future__ import annotations

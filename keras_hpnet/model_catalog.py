@@ -33,6 +33,10 @@ HATCNN = register(ModelSpec(
              "(global max; synthetic preset) or avgmax (their sum)."),),
     attributes="required", embedding_ends_with_attributes=True,
     summary="HAT-CNN: HA-CNN + attribute network, fixed 160x64"))
+# M-net / HP-Net default 256x128 (HxW): pedestrian crops are about 2:1 (Market-1501
+# 128x64, PA-100K/RAP/PETA portrait crops), so a 2:1 input keeps their aspect without
+# the distortion of the released 224x224 square; it has 0.65x the pixels of 224x224
+# and leaves an 8x4 map after the /32 network.
 MNET = register(ModelSpec(
     name="mnet", title="M-net", builder="keras_hpnet.models.mnet:MNet", default_input_shape=(256, 128, 3),
     options=_MNET_OPTIONS, summary="M-net (HydraPlus-Net's main net)"))

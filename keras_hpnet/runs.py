@@ -258,8 +258,11 @@ def _check_model_file(run_dir: str) -> None:
 def run_attribute_names(plan: RunPlan, model) -> list:
     """The names of `model`'s attribute outputs: the ones saved in model.keras,
     else config.json's; RunError when they disagree with each other or with
-    the model's attribute count. [] when neither names them."""
+    the model's attribute count. [] when neither names them, or the model has
+    no attribute outputs."""
     num = int(getattr(model, "num_attributes", 0) or 0)
+    if not num:
+        return []
     saved = list(getattr(model, "attribute_names", None) or [])
     recorded = list(plan.attribute_names)
     if saved and recorded and saved != recorded:

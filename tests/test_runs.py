@@ -183,6 +183,8 @@ def test_attribute_names_one_rule():
     with pytest.raises(runs.RunError, match="2 attribute_names but the model has 3"):
         runs.run_attribute_names(plan, Model())
     assert runs.run_attribute_names(_plan(attribute_names=[]), Model()) == []
+    Model.num_attributes = 0  # nothing to name (a re-id-only model)
+    assert runs.run_attribute_names(plan, Model()) == []
 
 
 @pytest.mark.parametrize("change, fields", [

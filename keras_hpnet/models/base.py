@@ -56,9 +56,13 @@ class PedestrianModel(keras.Model):
 
     @property
     def spec(self):
-        """The registered `keras_hpnet.model_spec.ModelSpec` of this class."""
-        from keras_hpnet.model_spec import spec
+        """The registered `keras_hpnet.model_spec.ModelSpec` of this class
+        (AttributeError for a class that is not registered)."""
+        from keras_hpnet.model_spec import available_models, spec
 
+        if self.model_name not in available_models():
+            raise AttributeError(f"{type(self).__name__}: model_name {self.model_name!r} is not registered "
+                                 f"(keras_hpnet.model_spec.register)")
         return spec(self.model_name)
 
     @property
@@ -70,7 +74,8 @@ class PedestrianModel(keras.Model):
     def embedding_includes_attributes(self):
         """True when the embedding's last `num_attributes` dims are the attribute
         part (the spec's `embedding_ends_with_attributes`, HAT-CNN)."""
-        return bool(self._num_attributes) and self.spec.embedding_ends_with_attributes
+        spec = getattr(self, "spec", None)
+        return bool(self._num_attributes) and bool(spec and spec.embedding_ends_with_attributes)
 
     @property
     def input_size(self):
