@@ -25,9 +25,8 @@ import dataclasses
 
 from keras_hpnet.model_catalog import HPNET_STAGES
 
-# The stages are the model's (its spec's `stages`, keras_hpnet.model_catalog).
-STAGE_NAMES = tuple(s.name for s in HPNET_STAGES)
-# Default split of --epochs over the stages (rounded; every stage >= 1 epoch).
+# The stages are the model's (its spec's `stages`, keras_hpnet.model_catalog); the
+# default split of --epochs over HP-Net's (rounded; every stage >= 1 epoch).
 DEFAULT_SPLIT = tuple(s.share for s in HPNET_STAGES)
 
 
