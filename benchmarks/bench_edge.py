@@ -114,10 +114,10 @@ def main(argv=None):
             calib = tflite.calibration_images(run.config, tuple(run.model.input_size), args.num_calibration)
             jobs.append((run.metadata.model_name, run.model, run.metadata, calib))
         else:
-            from keras_hpnet import build_model
+            from keras_hpnet import build_model, spec
 
             for name in args.models.split(","):
-                na = 0 if name == "hacnn" else 26
+                na = 0 if spec(name).attributes == "none" else 26
                 model = build_model(name, num_classes=751, num_attributes=na)
                 h, w = model.input_size
                 md = ModelMetadata(name, h, w, model.embedding_dim, [f"a{i}" for i in range(na)])

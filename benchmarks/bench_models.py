@@ -112,7 +112,7 @@ def main(argv):
         keras.utils.set_random_seed(0)
         model = keras_hpnet.build_model(
             name, num_classes=FLAGS.num_classes,
-            num_attributes=0 if name == "hacnn" else FLAGS.num_attributes)
+            num_attributes=0 if keras_hpnet.spec(name).attributes == "none" else FLAGS.num_attributes)
         params = model.count_params()
         flops = latency = throughput = float("nan")
         if not FLAGS.train_only:

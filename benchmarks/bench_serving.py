@@ -47,18 +47,16 @@ flags.DEFINE_list("protocols", ["grpc", "rest"], "concurrency mode: grpc and/or 
 FLAGS = flags.FLAGS
 
 
+# Benchmark variants: the tiny contract model at its small size (embedding 8).
+BUILD = {"tiny": dict(num_classes=5, num_attributes=3, feature_dim=5, input_shape=(32, 16))}
+
+
 def _build(name):
-    if name == "tiny":
-        from keras_hpnet.models.tiny import TinyNet
+    import keras_hpnet
 
-        model = TinyNet(num_classes=5, num_attributes=3, feature_dim=5)  # embedding 8
-        attrs = [f"attr{i}" for i in range(model.num_attributes)]
-    else:
-        import keras_hpnet
-
-        n_attr = 0 if name == "hacnn" else 10
-        model = keras_hpnet.build_model(name, num_classes=10, num_attributes=n_attr)
-        attrs = [f"attr{i}" for i in range(n_attr)]
+    n_attr = 0 if keras_hpnet.spec(name).attributes == "none" else 10
+    model = keras_hpnet.build_model(name, **BUILD.get(name, dict(num_classes=10, num_attributes=n_attr)))
+    attrs = [f"attr{i}" for i in range(model.num_attributes)]
     from export.run import metadata_from
 
     cfg = {"model": name, "input_height": model.input_size[0], "input_width": model.input_size[1], "attribute_names": attrs}

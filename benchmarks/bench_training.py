@@ -45,11 +45,12 @@ from training.loop import Trainer, dtype_policy
 cfg = resolve_config({"model": spec["model"], "batch_size": spec["batch_size"], "out_dir": "/tmp/unused"})
 ds = datasets.load("synthetic", spec["data_dir"] or None)
 train = ds.splits["train"]
-nc, na = ds.num_train_pids, (0 if spec["model"] == "hacnn" else len(ds.attribute_names))  # HA-CNN: re-id only
+plan = fit.make_plan(cfg, ds, replicas=strategy.num_replicas_in_sync, steps_per_epoch=100)  # HA-CNN: re-id only
+nc, na = plan.num_classes, plan.num_attributes
 policy = dtype_policy(spec["precision"])
 policy.__enter__()  # for the whole worker: build and trace under it
 with strategy.scope():
-    model = fit.build_model(cfg, nc, na)
+    model = fit.build_model(plan)
     opt = fit.make_optimizer(cfg, 100)
 size = tuple(model.input_size)
 per_replica = spec["batch_size"] // strategy.num_replicas_in_sync

@@ -18,13 +18,16 @@ _keras_hook.install()
 
 _LAZY = {
     "build_model": ("keras_hpnet.models", "build_model"),
-    "available_models": ("keras_hpnet.models", "available_models"),
+    "available_models": ("keras_hpnet.model_spec", "available_models"),  # no TensorFlow
+    "spec": ("keras_hpnet.model_spec", "spec"),  # no TensorFlow
 }
 
 __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name):
+    if name == "models":  # `keras_hpnet.models.X` without importing it first (loads TensorFlow)
+        return importlib.import_module("keras_hpnet.models")
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)

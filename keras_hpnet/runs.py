@@ -1,18 +1,25 @@
-"""Reading a training run directory (docs/design.md "A training run directory").
+"""The record of a training run and reading a run directory
+(docs/design.md "A training run directory").
 
-One implementation for every reader (`training.evaluate`, `export.run` for
-the SavedModel and TFLite exporters)::
+`training.fit` resolves a run once into a :class:`RunPlan` (model spec name
+and options, dataset and load options, attribute names, input size,
+precision, schedule, seed) before training starts and writes it once as
+`config.json`; every reader (`training.evaluate`, `export.run` for the
+SavedModel and TFLite exporters) reads it back with one function::
 
-    config = read_run_config(run_dir)        # checked dict from config.json
+    plan = read_run_plan(run_dir)            # the RunPlan of config.json
+    config = read_run_config(run_dir)        # the same file as a checked dict
     model = load_run_model(run_dir)          # model.keras, keras_hpnet classes registered
+    names = run_attribute_names(plan, model) # the attribute outputs' names
     ds = load_run_dataset(config)            # exactly the run's dataset and split
 
 Bad input raises :class:`RunError` (a ValueError) naming the file and the
-problem. Importing this module does not import TensorFlow or Keras.
+field. Importing this module does not import TensorFlow or Keras.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -25,17 +32,176 @@ MODEL_FILE = "model.keras"
 REQUIRED_CONFIG_KEYS = ("model", "input_height", "input_width")
 # Datasets made on first use by keras_hpnet.datasets (`load` puts them in a sub-folder of root).
 GENERATED_PREFIX = "synthetic"
+# config.json layout: 2 = written from a RunPlan (model_options, schema_version);
+# files without schema_version (1) read as well, their missing fields empty.
+SCHEMA_VERSION = 2
+
+# The training.fit settings of config.json by what they decide. SCHEDULE and
+# OBJECTIVE change the trained weights (with the model, data, input size,
+# precision and seed: RunPlan.resume_fields); SETTINGS do not (where to
+# write, how often to checkpoint, when to stop, what to run afterwards).
+SCHEDULE_KEYS = ("epochs", "batch_size", "steps_per_epoch", "lr", "optimizer", "momentum", "weight_decay",
+                 "lr_milestones", "lr_decay", "warmup_epochs", "stagewise", "stage_epochs", "strategy_replicas")
+OBJECTIVE_KEYS = ("label_smoothing", "triplet_weight", "triplet_margin", "pk", "attribute_weight",
+                  "attribute_weighting")
 
 
 class RunError(ValueError):
     """A run directory that cannot be read (the message names the file and the problem)."""
 
 
-def read_run_config(run_dir: str, required=()) -> dict:
-    """`run_dir/config.json` as a dict, checked, and `run_dir/model.keras` present.
+def _frozen(value):
+    """JSON-like value -> an immutable equivalent (lists -> tuples, dicts kept as sorted item tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    return value
 
-    `required`: config keys needed besides REQUIRED_CONFIG_KEYS.
+
+def _thawed(value):
+    if isinstance(value, tuple) and value and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str)
+                                                   for v in value):
+        return {k: _thawed(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [_thawed(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What one training run was resolved to, frozen (config.json).
+
+    `model_options`, `dataset_options`, `schedule`, `objective` and
+    `settings` hold (name, value) pairs (see `options`, `get`); `input_size`
+    is (H, W). Build one with :meth:`make`, read one with :func:`read_run_plan`.
     """
+
+    model: str
+    input_size: tuple
+    model_options: tuple = ()
+    num_classes: int = 0
+    attribute_names: tuple = ()
+    embedding_dim: int = 0
+    dataset: str = ""
+    data_dir: str | None = None
+    dataset_options: tuple = ()
+    precision: str = "float32"
+    seed: int = 0
+    schedule: tuple = ()
+    objective: tuple = ()
+    settings: tuple = ()
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def make(cls, *, model_options=None, dataset_options=None, schedule=None, objective=None, settings=None,
+             attribute_names=(), input_size, **fields) -> "RunPlan":
+        """A plan from plain values (dicts for the option groups)."""
+        return cls(model_options=_frozen(dict(model_options or {})),
+                   dataset_options=_frozen(dict(dataset_options or {})),
+                   schedule=_frozen(dict(schedule or {})), objective=_frozen(dict(objective or {})),
+                   settings=_frozen(dict(settings or {})), attribute_names=tuple(str(a) for a in attribute_names),
+                   input_size=tuple(int(v) for v in input_size), **fields)
+
+    def options(self, group: str) -> dict:
+        """`group` ("model_options", "dataset_options", "schedule", "objective", "settings") as a dict."""
+        return _thawed(getattr(self, group)) if getattr(self, group) else {}
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.attribute_names)
+
+    def to_dict(self) -> dict:
+        """The config.json object: flat, the keys of docs/design.md "A training run directory"."""
+        d = {**self.options("settings"), **self.options("objective"), **self.options("schedule")}
+        d.update(schema_version=self.schema_version, model=self.model, model_options=self.options("model_options"),
+                 input_height=self.input_size[0], input_width=self.input_size[1], num_classes=self.num_classes,
+                 attribute_names=list(self.attribute_names), embedding_dim=self.embedding_dim,
+                 dataset=self.dataset, data_dir=self.data_dir, dataset_options=self.options("dataset_options"),
+                 precision=self.precision, seed=self.seed)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d, source: str = CONFIG_FILE) -> "RunPlan":
+        """Parse a config.json object; RunError naming `source` and the field."""
+        if not isinstance(d, dict):
+            raise RunError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        version = d.get("schema_version", 1)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise RunError(f"{source}: field 'schema_version' must be an integer >= 1, got {version!r}")
+        if version > SCHEMA_VERSION:
+            raise RunError(f"{source}: schema_version {version} is newer than this keras-hpnet reads "
+                           f"({SCHEMA_VERSION}); upgrade keras-hpnet")
+        missing = [k for k in REQUIRED_CONFIG_KEYS if k not in d]
+        if missing:
+            raise RunError(f"{source}: missing field(s) {', '.join(missing)}")
+        for k in ("input_height", "input_width"):
+            v = d[k]
+            # 0 is accepted ("the model's default"): model.input_size decides then.
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise RunError(f"{source}: {k!r} must be a positive integer (or 0 for the model default), got {v!r}")
+        names = d.get("attribute_names")
+        if names is not None and not (isinstance(names, list) and all(isinstance(a, str) for a in names)):
+            raise RunError(f"{source}: field 'attribute_names' must be a list of strings")
+        for k in ("dataset_options", "model_options"):
+            options = d.get(k)
+            if options is not None and not (isinstance(options, dict) and all(isinstance(o, str) for o in options)):
+                raise RunError(f"{source}: field {k!r} must be an object"
+                               + (" (keras_hpnet.datasets.load options)" if k == "dataset_options" else ""))
+        for k in ("num_classes", "embedding_dim", "seed"):
+            v = d.get(k) or 0
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise RunError(f"{source}: field {k!r} must be an integer, got {v!r}")
+        known = {"schema_version", "model", "model_options", "input_height", "input_width", "num_classes",
+                 "attribute_names", "embedding_dim", "dataset", "data_dir", "dataset_options", "precision", "seed"}
+        return cls.make(
+            model=str(d["model"]), model_options=d.get("model_options"),
+            input_size=(d["input_height"], d["input_width"]), num_classes=int(d.get("num_classes") or 0),
+            attribute_names=names or (), embedding_dim=int(d.get("embedding_dim") or 0),
+            dataset=str(d.get("dataset") or ""), data_dir=d.get("data_dir"),
+            dataset_options=d.get("dataset_options"), precision=str(d.get("precision") or "float32"),
+            seed=int(d.get("seed") or 0),
+            schedule={k: d[k] for k in SCHEDULE_KEYS if k in d},
+            objective={k: d[k] for k in OBJECTIVE_KEYS if k in d},
+            settings={k: v for k, v in d.items()
+                      if k not in known and k not in SCHEDULE_KEYS and k not in OBJECTIVE_KEYS},
+            schema_version=version)
+
+    def resume_fields(self) -> dict:
+        """Every field that changes the trained weights, flat: a run resumes
+        only into a directory whose recorded plan has the same values."""
+        fields = {"model": self.model, "input_size": list(self.input_size), "num_classes": self.num_classes,
+                  "attribute_names": list(self.attribute_names), "dataset": self.dataset,
+                  "data_dir": os.path.realpath(self.data_dir) if self.data_dir else None,
+                  "precision": self.precision, "seed": self.seed}
+        fields.update({f"model_options.{k}": v for k, v in self.options("model_options").items()})
+        fields.update({f"dataset_options.{k}": v for k, v in self.options("dataset_options").items()})
+        fields.update(self.options("schedule"))
+        fields.update(self.options("objective"))
+        return fields
+
+    def differences(self, recorded: "RunPlan") -> list:
+        """(field, recorded value, this value) for each resume field that differs.
+
+        A field `recorded` does not have (a config.json of an older
+        keras-hpnet) is not compared; option groups are compared whole.
+        """
+        mine, theirs = self.resume_fields(), recorded.resume_fields()
+        old = recorded.schema_version < SCHEMA_VERSION
+        diffs = []
+        for key in sorted(set(mine) | set(theirs)):
+            if old and key not in theirs:
+                continue
+            if mine.get(key) != theirs.get(key):
+                diffs.append((key, theirs.get(key), mine.get(key)))
+        return diffs
+
+
+def _read_config_file(run_dir: str):
+    """(dict, RunPlan) of `run_dir/config.json`: the one parser of the file."""
     if not run_dir:
         raise RunError("no run directory given")
     if not os.path.isdir(run_dir):
@@ -51,27 +217,60 @@ def read_run_config(run_dir: str, required=()) -> dict:
         raise RunError(f"{path}: not valid JSON ({e})") from None
     except OSError as e:
         raise RunError(f"{path}: cannot read ({e.strerror})") from None
-    if not isinstance(config, dict):
-        raise RunError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    keys = list(REQUIRED_CONFIG_KEYS) + [k for k in required if k not in REQUIRED_CONFIG_KEYS]
-    missing = [k for k in keys if k not in config]
+    return config, RunPlan.from_dict(config, source=path)
+
+
+def read_run_record(run_dir: str) -> tuple:
+    """(config.json as a dict, its RunPlan) of a finished run (model.keras present)."""
+    record = _read_config_file(run_dir)
+    _check_model_file(run_dir)
+    return record
+
+
+def read_run_plan(run_dir: str, *, need_model: bool = True) -> RunPlan:
+    """The :class:`RunPlan` of `run_dir/config.json` (and `run_dir/model.keras`
+    present, unless `need_model` is False: a run still training)."""
+    _, plan = _read_config_file(run_dir)
+    if need_model:
+        _check_model_file(run_dir)
+    return plan
+
+
+def read_run_config(run_dir: str, required=()) -> dict:
+    """`run_dir/config.json` as a dict, checked (as a RunPlan), and `run_dir/model.keras` present.
+
+    `required`: config keys needed besides REQUIRED_CONFIG_KEYS.
+    """
+    config, _ = _read_config_file(run_dir)
+    missing = [k for k in required if k not in config]
     if missing:
-        raise RunError(f"{path}: missing field(s) {', '.join(missing)}")
-    for k in ("input_height", "input_width"):
-        v = config[k]
-        # 0 is accepted ("the model's default"): model.input_size decides then.
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise RunError(f"{path}: {k!r} must be a positive integer (or 0 for the model default), got {v!r}")
-    names = config.get("attribute_names")
-    if names is not None and not (isinstance(names, list) and all(isinstance(a, str) for a in names)):
-        raise RunError(f"{path}: field 'attribute_names' must be a list of strings")
-    options = config.get("dataset_options")
-    if options is not None and not (isinstance(options, dict) and all(isinstance(k, str) for k in options)):
-        raise RunError(f"{path}: field 'dataset_options' must be an object (keras_hpnet.datasets.load options)")
+        raise RunError(f"{os.path.join(run_dir, CONFIG_FILE)}: missing field(s) {', '.join(missing)}")
+    _check_model_file(run_dir)
+    return config
+
+
+def _check_model_file(run_dir: str) -> None:
     model_path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.isfile(model_path):
         raise RunError(f"{model_path}: missing (training did not finish, or the run directory is incomplete)")
-    return config
+
+
+def run_attribute_names(plan: RunPlan, model) -> list:
+    """The names of `model`'s attribute outputs: the ones saved in model.keras,
+    else config.json's; RunError when they disagree with each other or with
+    the model's attribute count. [] when neither names them, or the model has
+    no attribute outputs."""
+    num = int(getattr(model, "num_attributes", 0) or 0)
+    if not num:
+        return []
+    saved = list(getattr(model, "attribute_names", None) or [])
+    recorded = list(plan.attribute_names)
+    if saved and recorded and saved != recorded:
+        raise RunError(f"{CONFIG_FILE} lists attribute_names {recorded} but {MODEL_FILE} was saved with {saved}")
+    names = saved or recorded
+    if names and len(names) != num:
+        raise RunError(f"{CONFIG_FILE} lists {len(names)} attribute_names but the model has {num} attribute outputs")
+    return names
 
 
 def _register_custom_objects(path: str) -> None:
@@ -82,7 +281,7 @@ def _register_custom_objects(path: str) -> None:
     archive's config, so a fresh process can load it. No module outside
     keras_hpnet is imported.
     """
-    modules = {"keras_hpnet.layers", "keras_hpnet.models", "keras_hpnet.models.tiny"}
+    modules = {"keras_hpnet.layers", "keras_hpnet.models"}
     try:
         with zipfile.ZipFile(path) as zf:
             text = zf.read("config.json").decode("utf-8")

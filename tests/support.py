@@ -23,7 +23,7 @@ def make_tiny_model(input_size=(32, 16), embedding_dim=8, num_attributes=3, num_
     if embedding_dim <= num_attributes:
         raise ValueError(f"embedding_dim={embedding_dim} must exceed num_attributes={num_attributes}")
     keras.utils.set_random_seed(seed)
-    model = TinyNet(num_classes=num_classes, num_attributes=num_attributes, input_size=input_size,
+    model = TinyNet(num_classes=num_classes, num_attributes=num_attributes, input_shape=input_size,
                     feature_dim=embedding_dim - num_attributes, depth=depth, width=width)
     rng = np.random.default_rng(seed)
     for bn in model.norms:

@@ -1,4 +1,5 @@
-"""Model contract tests for hacnn, hatcnn, mnet, hpnet (docs/design.md "Models")."""
+"""Model contract tests for hacnn, hatcnn, mnet, hpnet (docs/design.md "Models"), and the
+model specs and registry every network (tiny and a throwaway fifth one too) goes through."""
 
 import keras
 import numpy as np
@@ -36,7 +37,7 @@ def images(model, n=2, seed=0):
 
 
 def test_registry():
-    assert keras_hpnet.available_models() == ["hacnn", "hatcnn", "hpnet", "mnet"]
+    assert keras_hpnet.available_models() == ["hacnn", "hatcnn", "hpnet", "mnet", "tiny"]  # tiny: registered too
     assert keras_hpnet.models.available_models() == keras_hpnet.available_models()
 
 
@@ -155,7 +156,9 @@ def test_hatcnn_attribute_pooling(models, tmp_path):
     from keras_hpnet.layers._util import run_chain
 
     from keras_hpnet.models.hatcnn import AttributeNetwork
-    from training.config import ATTRIBUTE_POOLINGS  # the CLI's choices (config imports no TensorFlow)
+    from keras_hpnet.model_spec import flag_options
+
+    ATTRIBUTE_POOLINGS = flag_options()["attribute_pooling"].choices  # the CLI's choices (from the spec)
 
     assert set(ATTRIBUTE_POOLINGS) == set(AttributeNetwork.POOLINGS)
     model = models["hatcnn"]
@@ -261,3 +264,138 @@ def test_hacnn_under_mixed_bfloat16(models):
     assert all(l.dtype == "float32" for l in out["identity_logits"])
     grads = tape.gradient(loss, model.trainable_variables)
     assert all(g is not None and np.all(np.isfinite(tf.convert_to_tensor(g).numpy())) for g in grads)
+
+
+# -- specs: what each model tells the rest of the code (keras_hpnet.model_spec) ----------------
+
+def _constructor_options(cls):
+    """{name: default} of the model-specific keyword options of `cls` and its bases."""
+    import inspect
+
+    from keras_hpnet.models import PedestrianModel
+
+    found = {}
+    for klass in reversed(cls.__mro__):
+        if issubclass(klass, PedestrianModel) and klass is not PedestrianModel and "__init__" in vars(klass):
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty:
+                    found[p.name] = p.default
+    return {k: v for k, v in found.items() if k not in ("num_classes", "num_attributes", "input_shape")}
+
+
+@pytest.mark.parametrize("name", ["hacnn", "hatcnn", "hpnet", "mnet", "tiny"])
+def test_spec_matches_the_class(name):
+    spec = keras_hpnet.spec(name)
+    cls = spec.model_class()
+    assert cls.model_name == name
+    assert {o.name: o.default for o in spec.options} == _constructor_options(cls)
+    assert bool(spec.stages) == (name == "hpnet")
+    assert spec.embedding_ends_with_attributes == (name == "hatcnn")
+    assert spec.fixed_input_size == (name in ("hacnn", "hatcnn"))
+    with pytest.raises(ValueError, match="unknown option.*nope"):
+        spec.options_with_defaults(nope=1)
+
+
+def test_spec_lookup_needs_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, keras_hpnet; s = keras_hpnet.spec('hatcnn'); "
+            "print(s.default_input_size, keras_hpnet.available_models(), 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.strip() == "(160, 64) ['hacnn', 'hatcnn', 'hpnet', 'mnet', 'tiny'] False"
+
+
+def test_spec_flags_and_ranking_split(models):
+    assert models["hatcnn"].embedding_includes_attributes and not models["mnet"].embedding_includes_attributes
+    assert keras_hpnet.spec("hacnn").attributes == "none" and keras_hpnet.spec("hatcnn").attributes == "required"
+    with pytest.raises(ValueError, match="hacnn has a fixed 160x64 input"):
+        keras_hpnet.spec("hacnn").input_size((128, 64))
+    assert keras_hpnet.spec("mnet").input_size(None) == (256, 128)
+    assert keras_hpnet.spec("mnet").input_size((96, 48)) == (96, 48)
+
+
+def test_tiny_is_registered_like_the_others(tmp_path):
+    from keras_hpnet.models import TinyNet, build_like
+
+    model = keras_hpnet.build_model("tiny", num_classes=3, num_attributes=2, input_shape=(32, 16),
+                                    attribute_names=["hat", "bag"], feature_dim=6)
+    assert isinstance(model, TinyNet) and isinstance(model, keras_hpnet.models.PedestrianModel)
+    assert model.input_size == (32, 16) and model.embedding_dim == 8 and model.attribute_names == ["hat", "bag"]
+    assert keras_hpnet.build_model("tiny", num_classes=1).input_size == keras_hpnet.spec("tiny").default_input_size
+    path = str(tmp_path / "tiny.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.attribute_names == ["hat", "bag"] and loaded.get_config() == model.get_config()
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 16, 3)).astype("uint8")
+    np.testing.assert_array_equal(loaded(x)["embedding"].numpy(), model(x)["embedding"].numpy())
+    twin = build_like(model)  # same architecture and options, new weights
+    assert type(twin) is TinyNet and twin.get_config() == {**model.get_config(), "name": twin.name}
+    assert [w.shape for w in twin.weights] == [w.shape for w in model.weights]
+    with pytest.raises(ValueError, match="2 attribute_names for num_attributes=3"):
+        keras_hpnet.build_model("tiny", num_classes=0, num_attributes=3, attribute_names=["a", "b"])
+
+
+def test_a_fifth_model_is_one_class_and_its_registration(tmp_path):
+    """A throwaway network registered from here (no edit in training/) goes
+    through config validation, the run plan and build, like the built-ins."""
+    from types import SimpleNamespace
+
+    from keras_hpnet.model_spec import ModelSpec, Option, register, unregister
+    from keras_hpnet.models.base import PedestrianModel, check_image_shape
+    from training import fit
+    from training.config import ConfigError, resolve_config, validate_config
+
+    @keras.saving.register_keras_serializable(package="keras_hpnet_test")
+    class Throwaway(PedestrianModel):
+        model_name = "throwaway"
+
+        def __init__(self, num_classes, num_attributes=0, input_shape=None, width=4, **kwargs):
+            super().__init__(num_classes, num_attributes, check_image_shape("throwaway", input_shape, (32, 16, 3)),
+                             **kwargs)
+            self.width = int(width)
+            self.conv = keras.layers.Conv2D(self.width, 3, strides=4)
+            self.head = keras.layers.Dense(num_attributes) if num_attributes else None
+
+        @property
+        def embedding_dim(self):
+            return self.width + self._num_attributes
+
+        def _forward(self, x, training=False):
+            feature = keras.ops.mean(self.conv(keras.ops.cast(x, "float32") / 255.0), axis=(1, 2))
+            out = {"embedding": feature, "features": [feature]}
+            if self.head is not None:
+                out["attribute_logits"] = self.head(feature)
+                out["embedding"] = keras.ops.concatenate([feature, keras.ops.sigmoid(out["attribute_logits"])], -1)
+            return out, {}
+
+        def get_config(self):
+            return {**super().get_config(), "width": self.width}
+
+    register(ModelSpec(name="throwaway", builder=Throwaway, default_input_shape=(32, 16, 3), fixed_input_size=True,
+                       options=(Option("width", 4),), embedding_ends_with_attributes=True, title="Throwaway"))
+    try:
+        assert "throwaway" in keras_hpnet.available_models()
+        cfg = resolve_config({"model": "throwaway", "out_dir": str(tmp_path / "run")})
+        validate_config(cfg)
+        for change, message in (({"input_height": 64, "input_width": 32}, "throwaway has a fixed 32x16 input"),
+                                ({"attribute_pooling": "max"}, "only hatcnn has an attribute network"),
+                                ({"stagewise": True, "stage_epochs": [3, 3, 1]}, "--model=throwaway trains end to end")):
+            bad = resolve_config({"model": "throwaway", "out_dir": str(tmp_path / "run"), **change})
+            with pytest.raises(ConfigError, match=message):
+                validate_config(bad)
+        record = SimpleNamespace(attributes=np.zeros(2, np.uint8))
+        ds = SimpleNamespace(splits={"train": [record] * 4}, kind="reid", num_train_pids=3,
+                             attribute_names=["hat", "bag"], root=str(tmp_path))
+        plan = fit.make_plan(cfg, ds, replicas=1, steps_per_epoch=2)
+        assert (plan.model, plan.input_size, plan.options("model_options")) == ("throwaway", (32, 16), {"width": 4})
+        model = fit.build_model(plan)
+        assert isinstance(model, Throwaway) and model.attribute_names == ["hat", "bag"]
+        assert model.embedding_includes_attributes and model.embedding_dim == 6
+        wide = keras_hpnet.build_model("throwaway", num_classes=0, width=5)
+        assert wide.embedding_dim == 5 and tuple(wide(np.zeros((1, 32, 16, 3)))["embedding"].shape) == (1, 5)
+        with pytest.raises(ValueError, match="unknown option.*depth.*accepted: width"):
+            keras_hpnet.build_model("throwaway", num_classes=0, depth=2)
+    finally:
+        unregister("throwaway")
+    assert "throwaway" not in keras_hpnet.available_models()

@@ -106,3 +106,109 @@ def test_dataset_options_must_be_an_object(tmp_path, options):
     else:
         with pytest.raises(runs.RunError, match="config.json: field 'dataset_options' must be an object"):
             runs.read_run_config(str(tmp_path))
+
+
+# -- the RunPlan: written once by training.fit, read by one function ------------------------------
+
+def _plan(**change):
+    fields = dict(model="tiny", model_options={"width": 16, "feature_dim": 32, "depth": 3}, input_size=(32, 16),
+                  num_classes=6, attribute_names=["hat", "bag"], embedding_dim=34, dataset="synthetic",
+                  data_dir="/data/gen", dataset_options={"num_train_ids": 6}, precision="float32", seed=3,
+                  schedule={"epochs": 4, "batch_size": 16, "lr": 0.05, "lr_milestones": [0.5, 0.75],
+                            "stagewise": False, "stage_epochs": []},
+                  objective={"label_smoothing": 0.1}, settings={"out_dir": "/runs/a", "max_steps": 0})
+    fields.update(change)
+    return runs.RunPlan.make(**fields)
+
+
+def test_fit_writes_the_plan(fit_run):
+    run_dir, ds, _ = fit_run
+    config = runs.read_run_config(run_dir)
+    plan = runs.read_run_plan(run_dir)
+    assert config["schema_version"] == runs.SCHEMA_VERSION == plan.schema_version
+    assert plan.model == "tiny" and plan.input_size == (32, 16) and plan.num_classes == ds.num_train_pids
+    assert plan.options("model_options") == {"width": 16, "feature_dim": 32, "depth": 3}
+    assert list(plan.attribute_names) == list(ds.attribute_names) == config["attribute_names"]
+    assert plan.options("schedule")["batch_size"] == 8 and plan.options("settings")["max_steps"] == 1
+    assert runs.RunPlan.from_dict(plan.to_dict()) == plan
+    # The model saved its attribute names too: one rule reads them.
+    model = runs.load_run_model(run_dir)
+    assert model.attribute_names == list(ds.attribute_names) == runs.run_attribute_names(plan, model)
+
+
+def test_plan_round_trip_and_old_files():
+    plan = _plan()
+    d = json.loads(plan.to_json())
+    for key in ("model", "dataset", "data_dir", "input_height", "input_width", "num_classes", "attribute_names",
+                "embedding_dim", "seed", "dataset_options", "lr", "out_dir", "schema_version", "model_options"):
+        assert key in d, key
+    assert (d["input_height"], d["input_width"], d["lr"]) == (32, 16, 0.05)
+    assert runs.RunPlan.from_dict(d) == plan
+    # A config.json of an older keras-hpnet (no schema_version, no model_options) reads as version 1.
+    old = {k: v for k, v in d.items() if k not in ("schema_version", "model_options")}
+    read = runs.RunPlan.from_dict(old)
+    assert read.schema_version == 1 and read.options("model_options") == {} and read.seed == 3
+    # ... and a resume compares only what it recorded.
+    assert plan.differences(read) == []
+    assert [k for k, *_ in _plan(seed=4).differences(read)] == ["seed"]
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"schema_version": 99}, "schema_version 99 is newer"),
+    ({"schema_version": "2"}, "field 'schema_version' must be an integer"),
+    ({"model_options": [1]}, "field 'model_options' must be an object"),
+    ({"num_classes": "6"}, "field 'num_classes' must be an integer"),
+    ({"input_height": 1.5}, "'input_height' must be a positive integer"),
+])
+def test_bad_plan_fields_are_named(tmp_path, change, match):
+    (tmp_path / "model.keras").write_bytes(b"")
+    (tmp_path / "config.json").write_text(json.dumps(dict(_plan().to_dict(), **change)))
+    with pytest.raises(runs.RunError, match=match) as e:
+        runs.read_run_plan(str(tmp_path))
+    assert str(tmp_path / "config.json") in str(e.value)
+
+
+def test_attribute_names_one_rule():
+    class Model:
+        num_attributes, attribute_names = 2, []
+
+    plan = _plan()
+    assert runs.run_attribute_names(plan, Model()) == ["hat", "bag"]  # model.keras without names: the record's
+    Model.attribute_names = ["hat", "bag"]
+    assert runs.run_attribute_names(_plan(attribute_names=[]), Model()) == ["hat", "bag"]  # the model's
+    Model.attribute_names = ["bag", "hat"]
+    with pytest.raises(runs.RunError, match="model.keras was saved with"):
+        runs.run_attribute_names(plan, Model())
+    Model.attribute_names, Model.num_attributes = [], 3
+    with pytest.raises(runs.RunError, match="2 attribute_names but the model has 3"):
+        runs.run_attribute_names(plan, Model())
+    assert runs.run_attribute_names(_plan(attribute_names=[]), Model()) == []
+    Model.num_attributes = 0  # nothing to name (a re-id-only model)
+    assert runs.run_attribute_names(plan, Model()) == []
+
+
+@pytest.mark.parametrize("change, fields", [
+    ({"model": "mnet", "model_options": {"width": 1.0, "embedding_dim": 512}},  # model and its options
+     ["model", "model_options.depth", "model_options.embedding_dim", "model_options.feature_dim",
+      "model_options.width"]),
+    ({"model_options": {"width": 8, "feature_dim": 32, "depth": 3}}, ["model_options.width"]),
+    ({"dataset": "custom", "data_dir": "/data/csv"}, ["data_dir", "dataset"]),
+    ({"dataset_options": {"num_train_ids": 8}}, ["dataset_options.num_train_ids"]),
+    ({"attribute_names": ["hat"], "num_classes": 5}, ["attribute_names", "num_classes"]),
+    ({"input_size": (64, 32)}, ["input_size"]),
+    ({"precision": "mixed_bfloat16"}, ["precision"]),
+    ({"seed": 4}, ["seed"]),
+    ({"schedule": {"epochs": 4, "batch_size": 32, "lr": 0.01, "lr_milestones": [0.5, 0.75], "stagewise": False,
+                   "stage_epochs": []}}, ["batch_size", "lr"]),
+    ({"schedule": {"epochs": 4, "batch_size": 16, "lr": 0.05, "lr_milestones": [0.5, 0.75], "stagewise": True,
+                   "stage_epochs": [2, 1, 1]}}, ["stage_epochs", "stagewise"]),
+    ({"objective": {"label_smoothing": 0.0}}, ["label_smoothing"]),
+])
+def test_plan_differences_name_every_field(change, fields):
+    recorded, new = _plan(), _plan(**change)
+    diffs = new.differences(recorded)
+    assert [k for k, *_ in diffs] == fields
+    assert all(old != now for _, old, now in diffs)
+    assert _plan().differences(recorded) == []
+    # Where to write, when to stop, how often to checkpoint: not the trained weights.
+    assert _plan(settings={"out_dir": "/elsewhere", "max_steps": 9}).differences(recorded) == []

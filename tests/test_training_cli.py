@@ -274,3 +274,69 @@ def test_real_model_and_attribute_only_runs(data_dir, tmp_path):
     assert metrics["mA"] > 0.6, metrics
     history = (tmp_path / "attr_run" / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,step,loss,attr,") and ",id," not in history[0]
+
+
+# -- resume safety: a run resumes only into a directory with the same plan -----------------------
+
+def _recorded_run(root, plan):
+    os.makedirs(root / "checkpoints")
+    (root / "checkpoints" / "latest.json").write_text('{"step": 1}')
+    (root / "config.json").write_text(plan.to_json())
+    return str(root)
+
+
+def _tiny_plan(**change):
+    from keras_hpnet.runs import RunPlan
+
+    fields = dict(model="tiny", model_options={"width": 16, "feature_dim": 32, "depth": 3}, input_size=(64, 32),
+                  num_classes=12, attribute_names=ATTRS, dataset="custom", data_dir="/d", precision="float32",
+                  seed=3, schedule={"epochs": 4, "lr": 0.05}, settings={"max_steps": 0})
+    fields.update(change)
+    return RunPlan.make(**fields)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model_options": {"width": 8, "feature_dim": 32, "depth": 3}}, "model_options.width: recorded 16, this run 8"),
+    ({"input_size": (32, 16)}, "input_size: recorded [64, 32], this run [32, 16]"),
+    ({"schedule": {"epochs": 6, "lr": 0.05}}, "epochs: recorded 4, this run 6"),
+    ({"dataset_options": {"num_train_ids": 4}}, "dataset_options.num_train_ids: recorded None, this run 4"),
+    ({"precision": "mixed_bfloat16"}, "precision: recorded 'float32', this run 'mixed_bfloat16'"),
+    ({"seed": 0}, "seed: recorded 3, this run 0"),
+])
+def test_resume_refuses_a_different_plan(tmp_path, change, message):
+    from training import fit
+    from training.config import ConfigError
+
+    out = _recorded_run(tmp_path / "run", _tiny_plan())
+    with pytest.raises(ConfigError, match="holds a run with a different plan") as e:
+        fit.check_resumable(_tiny_plan(**change), out)
+    assert message in str(e.value) and f"--out_dir={out}" in str(e.value)
+    fit.check_resumable(_tiny_plan(settings={"max_steps": 5}), out)  # same weights-deciding plan: resumes
+
+
+def test_resume_refuses_an_unreadable_record(tmp_path):
+    from training import fit
+    from training.config import ConfigError
+
+    out = _recorded_run(tmp_path / "run", _tiny_plan())
+    (tmp_path / "run" / "config.json").write_text('{"model": "tiny"')
+    with pytest.raises(ConfigError, match="its config.json is unusable.*not valid JSON"):
+        fit.check_resumable(_tiny_plan(), out)
+
+
+def test_cli_resume_only_with_the_same_plan(data_dir, tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.run(_fit_args(data_dir, out, "--max_steps=2", "--noevaluate"), env=_env(), cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    recorded = (out / "config.json").read_text()
+    other = subprocess.run(_fit_args(data_dir, out, "--max_steps=4", "--noevaluate", "--seed=4", "--lr=0.01"),
+                           env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2, other.stderr[-3000:]
+    assert "lr: recorded 0.05, this run 0.01; seed: recorded 3, this run 4" in other.stderr
+    assert "Traceback" not in other.stderr and (out / "config.json").read_text() == recorded
+    same = subprocess.run(_fit_args(data_dir, out, "--max_steps=3", "--noevaluate"), env=_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert "Resuming from ckpt-" in same.stdout
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["step"] == 3

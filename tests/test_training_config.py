@@ -117,3 +117,32 @@ def test_precision_auto_follows_the_cpu(tmp_path, monkeypatch):
         assert cfg.precision == expected
         assert config.resolve_config({"dataset": "synthetic", "precision": "float32"}).precision == "float32"
         assert config.resolve_config({"dataset": "market1501"}).precision == "float32"  # paper recipe
+
+
+def _dataset(tmp_path, labelled=True):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    record = SimpleNamespace(attributes=np.zeros(2, np.uint8) if labelled else None)
+    return SimpleNamespace(splits={"train": [record] * 4}, kind="reid", num_train_pids=3,
+                           attribute_names=["hat", "bag"] if labelled else [], root=str(tmp_path))
+
+
+def test_plan_follows_the_model_spec(tmp_path):
+    """The run plan takes the input size, options and attribute use from the model's spec."""
+    from training import fit
+
+    plan = fit.make_plan(resolve_config({"model": "hacnn"}), _dataset(tmp_path), replicas=1, steps_per_epoch=5)
+    # HA-CNN has no attribute head: a dataset's attribute labels are not used (not an error)
+    assert plan.attribute_names == () and plan.num_classes == 3 and plan.input_size == (160, 64)
+    assert plan.options("model_options") == {"channels": [128, 256, 384], "feature_dim": 512}
+    plan = fit.make_plan(resolve_config({"model": "hatcnn"}), _dataset(tmp_path), replicas=1, steps_per_epoch=5)
+    assert plan.attribute_names == ("hat", "bag") and plan.options("model_options")["attribute_pooling"] == "max"
+    assert plan.options("schedule")["steps_per_epoch"] == 5 and plan.options("settings")["out_dir"]
+    with pytest.raises(ConfigError, match="--model=hatcnn: HAT-CNN needs attribute labels"):
+        fit.make_plan(resolve_config({"model": "hatcnn"}), _dataset(tmp_path, labelled=False), replicas=1,
+                      steps_per_epoch=5)
+    plan = fit.make_plan(resolve_config({"model": "mnet", "input_height": 96, "input_width": 48}),
+                         _dataset(tmp_path), replicas=2, steps_per_epoch=5)
+    assert plan.input_size == (96, 48) and plan.options("schedule")["strategy_replicas"] == 2

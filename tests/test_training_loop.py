@@ -40,7 +40,7 @@ def _trainer(out_dir, *, epochs=3, nan_at_step=None, max_steps=0, lr=0.05, hooks
         return {"id": ce}
 
     keras.utils.set_random_seed(1)
-    model = TinyNet(C, 0, input_size=(32, 16))
+    model = TinyNet(C, 0, input_shape=(32, 16))
     opt = keras.optimizers.SGD(WarmupMultiStep(lr, [10], 0.1, 2), momentum=0.9)
     trainer = Trainer(strategy=tf.distribute.get_strategy(), model=model, optimizer=opt, loss_fn=loss_fn,
                       dataset_fn=dataset_fn, per_replica_batch_size=8, steps_per_epoch=N // 8, epochs=epochs,
@@ -83,7 +83,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     info = json.load(open(tmp_path / "checkpoints" / "latest.json"))
     assert info["step"] == 8
     # the kept checkpoint holds finite weights
-    model = TinyNet(C, 0, input_size=(32, 16))
+    model = TinyNet(C, 0, input_shape=(32, 16))
     ckpt = tf.train.Checkpoint(model=checkpoint_variables(model.weights))
     ckpt.read(str(tmp_path / "checkpoints" / info["prefix"])).expect_partial()
     assert all(np.all(np.isfinite(w)) for w in _weights(model))

@@ -5,6 +5,8 @@
 checks it with :func:`validate_config` BEFORE TensorFlow builds anything, so a
 bad flag or data directory fails in a second with a message naming it.
 The training library (`training.loop`) takes the config object, never flags.
+What a model allows (input size, options, stages) is read from its spec
+(`keras_hpnet.model_spec`); no model is named here.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import dataclasses
 import json
 import os
 
-MODELS = ("hacnn", "hatcnn", "hpnet", "mnet", "tiny")
+from keras_hpnet.model_spec import available_models, flag_options, spec
+
+MODELS = tuple(available_models())  # the registered networks (the --model choices)
 DATASETS = ("synthetic", "market1501", "dukemtmc", "pa100k", "custom", "synthetic_pa100k")
 GENERATED = ("synthetic", "synthetic_pa100k")  # made on first use, no --data_dir needed
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
@@ -21,7 +25,6 @@ OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies training may use
 PRECISION_CHOICES = ("auto",) + PRECISIONS  # auto: bf16 where the CPU computes it natively
 ATTRIBUTE_WEIGHTINGS = ("auto", "none", "ratio", "balanced")
-ATTRIBUTE_POOLINGS = ("avg", "max", "avgmax")  # HAT-CNN's attribute network (keras_hpnet.models.hatcnn)
 
 
 def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
@@ -92,8 +95,8 @@ class TrainConfig:
     pk: int = 0  # K images per identity in a batch (P x K sampling); 0 = random batches
     attribute_weight: float = 1.0
     attribute_weighting: str = "auto"  # auto: DeepMAR ratio weighting for attribute-only datasets; balanced: 1/(2r)
-    attribute_pooling: str = "avg"  # hatcnn: avg (the released GAP), max, or avgmax (their sum)
-    stagewise: bool = False  # hpnet: M-net, then AF-net, then fusion (training.stages)
+    attribute_pooling: str = "avg"  # a model option flag (hatcnn: avg, the released GAP; max; avgmax)
+    stagewise: bool = False  # models with stages (hpnet: M-net, then AF-net, then fusion; training.stages)
     stage_epochs: list = dataclasses.field(default_factory=list)  # epochs per stage; [] = split --epochs
     strategy: str = "auto"
     precision: str = "float32"  # Keras dtype policy of the model during training
@@ -110,9 +113,6 @@ class TrainConfig:
     synthetic_ids: int = 0  # train and test identities each (synthetic_pa100k: train images); 0 = default
     synthetic_cameras: int = 0  # 0 = the generator's default
     synthetic_max_images: int = 0  # images per identity and camera, at most (0 = default)
-    num_classes: int = 0  # filled from the dataset
-    attribute_names: list = dataclasses.field(default_factory=list)  # filled from the dataset
-    embedding_dim: int = 0  # filled from the model
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -152,8 +152,10 @@ def resolve_config(overrides: dict) -> TrainConfig:
     if dataset not in DATASETS:
         raise ConfigError(f"--dataset={dataset!r}: must be one of {', '.join(DATASETS)}")
     values = dict(PRESETS[dataset])
-    if (overrides.get("model") or "hatcnn") != "hatcnn":
-        values.pop("attribute_pooling", None)  # a preset's choice for HAT-CNN's attribute network
+    model = overrides.get("model") or TrainConfig.model
+    if model in available_models():  # a preset's model options apply to the models that have them
+        for name in set(flag_options()) - set(spec(model).option_names):
+            values.pop(name, None)
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["dataset"] = dataset
     if values.get("stage_epochs"):
@@ -167,10 +169,11 @@ def resolve_config(overrides: dict) -> TrainConfig:
     if "lr_milestones" in values:
         values["lr_milestones"] = tuple(float(m) for m in values["lr_milestones"])
     cfg = TrainConfig.from_dict(values)
-    if cfg.stagewise and not cfg.stage_epochs and cfg.epochs >= 3:
+    stages = spec(cfg.model).stages if cfg.model in available_models() else ()
+    if cfg.stagewise and stages and not cfg.stage_epochs and cfg.epochs >= len(stages):
         from training.stages import split_epochs
 
-        cfg.stage_epochs = split_epochs(cfg.epochs)
+        cfg.stage_epochs = split_epochs(cfg.epochs, [s.share for s in stages])
     if cfg.precision == "auto":
         cfg.precision = "mixed_bfloat16" if cpu_has_native_bfloat16() else "float32"
     if not cfg.out_dir:
@@ -185,31 +188,15 @@ def _choice(name, value, allowed):
 
 def validate_config(cfg: TrainConfig) -> None:
     """Cheap checks of every flag and of the data directory (no TensorFlow)."""
-    _choice("model", cfg.model, MODELS)
+    _choice("model", cfg.model, available_models())
     _choice("dataset", cfg.dataset, DATASETS)
     _choice("strategy", cfg.strategy, STRATEGIES)
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("precision", cfg.precision, PRECISIONS)
     _choice("attribute_weighting", cfg.attribute_weighting, ATTRIBUTE_WEIGHTINGS)
-    _choice("attribute_pooling", cfg.attribute_pooling, ATTRIBUTE_POOLINGS)
-    if cfg.attribute_pooling != "avg" and cfg.model != "hatcnn":
-        raise ConfigError(f"--attribute_pooling={cfg.attribute_pooling}: only hatcnn has an attribute network "
-                          f"(--model={cfg.model})")
-    if cfg.stagewise and cfg.model != "hpnet":
-        raise ConfigError(f"--stagewise: stage-wise training is HP-Net's (M-net, AF-net, fusion); "
-                          f"--model={cfg.model} trains end to end")
-    if cfg.stage_epochs and not cfg.stagewise:
-        raise ConfigError("--stage_epochs needs --stagewise")
-    if cfg.stagewise:
-        from training.stages import STAGE_NAMES
-
-        if len(cfg.stage_epochs) != len(STAGE_NAMES) or min(cfg.stage_epochs) < 1:
-            raise ConfigError(f"--stage_epochs={','.join(map(str, cfg.stage_epochs)) or '(from --epochs)'}: "
-                              f"{len(STAGE_NAMES)} stages ({', '.join(STAGE_NAMES)}) of at least one epoch each"
-                              + ("" if cfg.stage_epochs else f"; --epochs={cfg.epochs} is too short"))
-        if sum(cfg.stage_epochs) != cfg.epochs:
-            raise ConfigError(f"--stage_epochs={','.join(map(str, cfg.stage_epochs))} sum to "
-                              f"{sum(cfg.stage_epochs)} epochs, --epochs={cfg.epochs}")
+    model_spec = spec(cfg.model)
+    _check_model_flags(cfg, model_spec)
+    _check_stages(cfg, model_spec)
     positive = ("epochs", "batch_size", "eval_batch_size", "checkpoint_every", "keep_checkpoints")
     for name in positive:
         if int(getattr(cfg, name)) < 1:
@@ -230,8 +217,10 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"--lr_milestones={list(cfg.lr_milestones)}: increasing fractions of the run in (0, 1)")
     if bool(cfg.input_height) != bool(cfg.input_width):
         raise ConfigError("--input_height and --input_width must be given together")
-    if cfg.model in ("hacnn", "hatcnn") and cfg.input_height and (cfg.input_height, cfg.input_width) != (160, 64):
-        raise ConfigError(f"--input_height/--input_width: {cfg.model} has a fixed 160x64 input")
+    try:
+        model_spec.input_size((cfg.input_height, cfg.input_width) if cfg.input_height else None)
+    except ValueError as e:
+        raise ConfigError(f"--input_height/--input_width: {e}") from None
     if cfg.pk:
         if cfg.pk < 2:
             raise ConfigError(f"--pk={cfg.pk}: K images per identity must be >= 2 (or 0 for random batches)")
@@ -255,3 +244,36 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"--data_dir={cfg.data_dir}: no such directory")
     if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
         raise ConfigError(f"--out_dir={cfg.out_dir}: exists and is not a directory")
+
+
+def _check_model_flags(cfg: TrainConfig, model_spec) -> None:
+    """The model option flags (the specs' options with a `feature`): allowed
+    values, and set only for a model that has the option."""
+    for name, option in flag_options().items():
+        value = getattr(cfg, name)
+        if option.choices is not None:
+            _choice(name, value, option.choices)
+        if name not in model_spec.option_names and value != option.default:
+            having = [m for m in available_models() if name in spec(m).option_names]
+            raise ConfigError(f"--{name}={value}: only {', '.join(having)} {'has' if len(having) == 1 else 'have'} "
+                              f"{option.feature} (--model={cfg.model})")
+
+
+def _check_stages(cfg: TrainConfig, model_spec) -> None:
+    """--stagewise needs a model with stages (its spec's); --stage_epochs one value per stage."""
+    if cfg.stagewise and not model_spec.stages:
+        staged = [spec(m) for m in available_models() if spec(m).stages]
+        described = "; ".join(f"{s.title or s.name}'s ({', '.join(st.name for st in s.stages)})" for s in staged)
+        raise ConfigError(f"--stagewise: stage-wise training is {described or 'not offered by any model'}; "
+                          f"--model={cfg.model} trains end to end")
+    if cfg.stage_epochs and not cfg.stagewise:
+        raise ConfigError("--stage_epochs needs --stagewise")
+    if cfg.stagewise:
+        names = [st.name for st in model_spec.stages]
+        if len(cfg.stage_epochs) != len(names) or min(cfg.stage_epochs) < 1:
+            raise ConfigError(f"--stage_epochs={','.join(map(str, cfg.stage_epochs)) or '(from --epochs)'}: "
+                              f"{len(names)} stages ({', '.join(names)}) of at least one epoch each"
+                              + ("" if cfg.stage_epochs else f"; --epochs={cfg.epochs} is too short"))
+        if sum(cfg.stage_epochs) != cfg.epochs:
+            raise ConfigError(f"--stage_epochs={','.join(map(str, cfg.stage_epochs))} sum to "
+                              f"{sum(cfg.stage_epochs)} epochs, --epochs={cfg.epochs}")

@@ -135,9 +135,10 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
         source = "--dataset" if dataset else "config.json field 'dataset'"
         raise EvaluateError(f"{source}={name!r}" + (f" (data_dir {root})" if root else "") + f": {e}") from None
     model = load_run_model(run_dir)
-    names = config.get("attribute_names") or None
-    if names is not None and len(names) != int(getattr(model, "num_attributes", 0) or 0):
-        names = None  # config and model disagree: fall back to matching by position
+    try:
+        names = runs.run_attribute_names(runs.RunPlan.from_dict(config), model) or None  # None: by position
+    except runs.RunError as e:
+        raise EvaluateError(str(e)) from None
     try:
         result = evaluate_model(model, ds, batch_size=batch_size, rerank=rerank, attribute_names=names)
     except ValueError as e:

@@ -10,6 +10,7 @@ latest checkpoint in ``--out_dir`` when re-run. See docs/training.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -17,11 +18,13 @@ import time
 
 from absl import app, flags
 
-from training.config import (ATTRIBUTE_POOLINGS, ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS,
-                             PRECISION_CHOICES, STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
+from keras_hpnet.model_spec import flag_options, spec
+from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, PRECISION_CHOICES,
+                             STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "hatcnn", MODELS, "Network to train (tiny: a seconds-to-train smoke-test net).")
+flags.DEFINE_enum("model", "hatcnn", MODELS, "Network to train: " + "; ".join(
+    f"{name}: {spec(name).summary}" for name in MODELS) + ".")
 flags.DEFINE_enum("dataset", "synthetic", DATASETS, "Dataset; synthetic is generated on first use.")
 flags.DEFINE_string("data_dir", None, "Dataset root (synthetic: where to generate/reuse it; default a cache dir).")
 flags.DEFINE_string("out_dir", None, "Run directory (default runs/<model>-<dataset>).")
@@ -43,9 +46,8 @@ flags.DEFINE_enum("attribute_weighting", None, ATTRIBUTE_WEIGHTINGS,
                   "Attribute BCE weights. ratio: DeepMAR positive-ratio weights (HP-Net); balanced: positives "
                   "1/(2r), negatives 1/(2(1-r)) (optimises mA); none: plain; auto: ratio on attribute-only "
                   "datasets, plain otherwise.")
-flags.DEFINE_enum("attribute_pooling", None, ATTRIBUTE_POOLINGS,
-                  "Pooling of hatcnn's attribute network: avg (global average, the released HAT-CNN), max "
-                  "(global max; synthetic preset) or avgmax (their sum).")
+for _option in flag_options().values():  # model options (their specs'), e.g. --attribute_pooling
+    flags.DEFINE_enum(_option.name, None, _option.choices, _option.help)
 flags.DEFINE_boolean("stagewise", None, "hpnet: train stage-wise as the paper (M-net alone, then the AF-net on "
                      "the fixed M-net, then the fusion layers); default end to end. See training/stages.py.")
 flags.DEFINE_list("stage_epochs", None, "With --stagewise: epochs of the M-net, AF-net and fusion stages, e.g. "
@@ -70,8 +72,7 @@ flags.DEFINE_integer("synthetic_ids", None, "Synthetic dataset: train and test i
 flags.DEFINE_integer("synthetic_cameras", None, "Synthetic dataset: cameras (0 = generator default).")
 flags.DEFINE_integer("synthetic_max_images", None, "Synthetic dataset: images per identity and camera, at most.")
 
-CONFIG_FLAGS = [f.name for f in __import__("dataclasses").fields(TrainConfig)
-                if f.name not in ("num_classes", "attribute_names", "embedding_dim")]
+CONFIG_FLAGS = [f.name for f in dataclasses.fields(TrainConfig)]
 
 
 def config_from_flags() -> TrainConfig:
@@ -110,27 +111,53 @@ def load_dataset(cfg: TrainConfig):
     return ds
 
 
-def build_model(cfg: TrainConfig, num_classes: int, num_attributes: int):
-    if cfg.model == "tiny":
-        from keras_hpnet.models.tiny import TinyNet
+def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int):
+    """The run's :class:`keras_hpnet.runs.RunPlan`, resolved once from the
+    config, the loaded dataset and the model's spec (written as config.json)."""
+    from keras_hpnet.runs import OBJECTIVE_KEYS, SCHEDULE_KEYS, RunPlan
 
-        size = (cfg.input_height, cfg.input_width) if cfg.input_height else (64, 32)
-        return TinyNet(num_classes=num_classes, num_attributes=num_attributes, input_size=size)
+    model_spec = spec(cfg.model)
+    train = ds.splits["train"]
+    num_classes = ds.num_train_pids if ds.kind == "reid" else 0
+    labelled = bool(ds.attribute_names) and train[0].attributes is not None
+    if model_spec.attributes == "required" and not labelled:
+        raise ConfigError(f"--model={cfg.model}: {model_spec.title or cfg.model} needs attribute labels; "
+                          f"{ds.root or cfg.dataset} has none")
+    names = list(ds.attribute_names) if labelled and model_spec.attributes != "none" else []
+    if not num_classes and not names:
+        raise ConfigError(f"{ds.root}: nothing to train (no identities and no attributes)")
+    if cfg.pk and not num_classes:
+        raise ConfigError(f"--pk={cfg.pk}: {cfg.dataset} has no identities for P x K sampling")
+    values = dict(dataclasses.asdict(cfg), steps_per_epoch=steps_per_epoch, strategy_replicas=replicas)
+    own = {"model", "dataset", "data_dir", "precision", "seed", "input_height", "input_width"}
+    flagged = {k: values[k] for k in model_spec.option_names if k in flag_options()}
+    return RunPlan.make(
+        model=cfg.model, model_options=model_spec.options_with_defaults(**flagged),
+        input_size=model_spec.input_size((cfg.input_height, cfg.input_width) if cfg.input_height else None),
+        num_classes=num_classes, attribute_names=names,
+        dataset=cfg.dataset, data_dir=ds.root or cfg.data_dir,  # generated data: its folder (runs reloads it)
+        dataset_options=dataset_options(cfg), precision=cfg.precision, seed=cfg.seed,
+        schedule={k: values[k] for k in SCHEDULE_KEYS},
+        objective={k: values[k] for k in OBJECTIVE_KEYS},
+        settings={k: v for k, v in values.items() if k not in own and k not in SCHEDULE_KEYS + OBJECTIVE_KEYS})
+
+
+def build_model(plan):
+    """The plan's model (`keras_hpnet.build_model`), attribute names included."""
     import keras_hpnet
 
-    input_shape = (cfg.input_height, cfg.input_width, 3) if cfg.input_height else None
-    options = {"attribute_pooling": cfg.attribute_pooling} if cfg.model == "hatcnn" else {}
-    return keras_hpnet.build_model(cfg.model, num_classes=num_classes, num_attributes=num_attributes,
-                                   input_shape=input_shape, **options)
+    return keras_hpnet.build_model(plan.model, num_classes=plan.num_classes, num_attributes=plan.num_attributes,
+                                   input_shape=(*plan.input_size, 3), attribute_names=plan.attribute_names or None,
+                                   **plan.options("model_options"))
 
 
 def make_stages(cfg: TrainConfig):
-    """The training stages of a --stagewise run (training.stages), else None (end to end)."""
+    """The training stages of a --stagewise run (the model spec's, training.stages), else None (end to end)."""
     if not cfg.stagewise:
         return None
-    from training.stages import hpnet_stages
+    from training.stages import model_stages
 
-    return hpnet_stages(cfg.stage_epochs)
+    return model_stages(spec(cfg.model).stages, cfg.stage_epochs)
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, stages=None):
@@ -185,18 +212,24 @@ def make_loss_fn(cfg: TrainConfig, num_classes: int, num_attributes: int, positi
     return loss_fn
 
 
-def check_resumable(cfg: TrainConfig):
-    """Refuse to resume a run directory made for a different model/dataset."""
-    path = os.path.join(cfg.out_dir, "config.json")
-    if not os.path.exists(os.path.join(cfg.out_dir, "checkpoints", "latest.json")) or not os.path.exists(path):
+def check_resumable(plan, out_dir: str):
+    """Refuse to resume a run directory whose recorded plan differs in any
+    field that changes the trained weights (RunPlan.resume_fields)."""
+    from keras_hpnet.runs import CONFIG_FILE, RunError, read_run_plan
+
+    if not (os.path.exists(os.path.join(out_dir, "checkpoints", "latest.json"))
+            and os.path.exists(os.path.join(out_dir, CONFIG_FILE))):
         return
-    with open(path, encoding="utf-8") as f:
-        old = json.load(f)
-    for key in ("model", "dataset", "num_classes", "attribute_names", "input_height", "input_width", "seed",
-                "stagewise", "stage_epochs"):
-        if key in old and old[key] != getattr(cfg, key):
-            raise ConfigError(f"--out_dir={cfg.out_dir} holds a run with {key}={old[key]!r}, this one has "
-                              f"{getattr(cfg, key)!r}: use another --out_dir (or delete it) to start afresh")
+    try:
+        recorded = read_run_plan(out_dir, need_model=False)
+    except RunError as e:
+        raise ConfigError(f"--out_dir={out_dir} holds checkpoints but its {CONFIG_FILE} is unusable ({e}): "
+                          f"use another --out_dir (or delete it) to start afresh") from None
+    diffs = plan.differences(recorded)
+    if diffs:
+        listed = "; ".join(f"{k}: recorded {old!r}, this run {new!r}" for k, old, new in diffs)
+        raise ConfigError(f"--out_dir={out_dir} holds a run with a different plan ({listed}): "
+                          f"use another --out_dir (or delete it) to start afresh")
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -226,15 +259,6 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
     if verbose and chief:
         print(ds.summary(), flush=True)
     train = ds.splits["train"]
-    num_classes = ds.num_train_pids if ds.kind == "reid" else 0
-    has_attributes = bool(ds.attribute_names) and train[0].attributes is not None
-    num_attributes = len(ds.attribute_names) if has_attributes else 0
-    if not num_classes and not num_attributes:
-        raise ConfigError(f"{ds.root}: nothing to train (no identities and no attributes)")
-    if cfg.pk and not num_classes:
-        raise ConfigError(f"--pk={cfg.pk}: {cfg.dataset} has no identities for P x K sampling")
-    cfg.num_classes = num_classes
-    cfg.attribute_names = list(ds.attribute_names) if num_attributes else []
     replicas = strategy.num_replicas_in_sync
     if cfg.batch_size % replicas:
         raise ConfigError(f"--batch_size={cfg.batch_size} must be divisible by the {replicas} replicas")
@@ -244,6 +268,8 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
     from keras_hpnet.data import steps_per_epoch as count_steps
 
     steps_per_epoch = cfg.steps_per_epoch or count_steps(train, cfg.batch_size)
+    plan = make_plan(cfg, ds, replicas=replicas, steps_per_epoch=steps_per_epoch)
+    num_classes, num_attributes = plan.num_classes, plan.num_attributes
 
     positive_ratio = None
     weighting = cfg.attribute_weighting
@@ -264,27 +290,20 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
     stages = make_stages(cfg)
     keras.utils.set_random_seed(cfg.seed)
     with loop.dtype_policy(cfg.precision), strategy.scope():
-        model = build_model(cfg, num_classes, num_attributes)
+        model = build_model(plan)
         optimizer = make_optimizer(cfg, steps_per_epoch, stages)
-    cfg.input_height, cfg.input_width = (int(v) for v in model.input_size)
-    cfg.embedding_dim = int(model.embedding_dim)
-    check_resumable(cfg)
+    plan = dataclasses.replace(plan, embedding_dim=int(model.embedding_dim))  # the built model's
+    check_resumable(plan, cfg.out_dir)
     if chief:
         from keras_hpnet.fileio import write_text_atomic
+        from keras_hpnet.runs import CONFIG_FILE
 
         os.makedirs(cfg.out_dir, exist_ok=True)
-        resolved = json.loads(cfg.to_json())
-        resolved["data_dir"] = ds.root or cfg.data_dir  # generated data: its folder (keras_hpnet.runs reloads it)
-        resolved["dataset_options"] = dataset_options(cfg)
-        resolved["strategy_replicas"] = replicas
-        resolved["steps_per_epoch"] = steps_per_epoch
-        write_text_atomic(os.path.join(cfg.out_dir, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
-
-    image_size = (cfg.input_height, cfg.input_width)
+        write_text_atomic(os.path.join(cfg.out_dir, CONFIG_FILE), plan.to_json())
 
     def dataset_fn(ctx, epoch):
         # Every input pipeline (worker) takes its share of the epoch's batches.
-        return make_dataset(train, image_size=image_size, batch_size=per_replica, training=True,
+        return make_dataset(train, image_size=plan.input_size, batch_size=per_replica, training=True,
                             seed=cfg.seed, epoch=epoch, pk=cfg.pk or None, cache=cfg.cache_images,
                             num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
 
@@ -306,6 +325,7 @@ def finish(cfg: TrainConfig, trainer, ds, t_start, verbose=1) -> dict:
     """Save model.keras atomically (chief), evaluate it, write metrics.json."""
     import keras
 
+    from keras_hpnet.models import build_like
     from training import loop
 
     model = trainer.model
@@ -317,7 +337,7 @@ def finish(cfg: TrainConfig, trainer, ds, t_start, verbose=1) -> dict:
     from keras_hpnet.fileio import atomic_path
 
     # model.keras is float32 whatever --precision (evaluate, export and edge read it).
-    model = loop.float32_copy(model, lambda: build_model(cfg, model.num_classes, model.num_attributes))
+    model = loop.float32_copy(model, lambda: build_like(model))
     with atomic_path(model_path) as tmp:
         model.save(tmp)
     if not cfg.evaluate:

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 
-STAGE_NAMES = ("mnet", "afnet", "fusion")
-# Default split of --epochs over the stages (rounded; every stage >= 1 epoch).
-DEFAULT_SPLIT = (0.4, 0.4, 0.2)
+from keras_hpnet.model_catalog import HPNET_STAGES
+
+# The stages are the model's (its spec's `stages`, keras_hpnet.model_catalog); the
+# default split of --epochs over HP-Net's (rounded; every stage >= 1 epoch).
+DEFAULT_SPLIT = tuple(s.share for s in HPNET_STAGES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,28 +70,34 @@ def _set_parts(model, trains, af_net):
     model.af_net_enabled = af_net
 
 
-def split_epochs(epochs: int) -> list[int]:
-    """The default epochs per stage for a run of ``epochs`` (>= 3)."""
-    if epochs < len(STAGE_NAMES):
-        raise ValueError(f"stage-wise training needs at least {len(STAGE_NAMES)} epochs, got {epochs}")
-    first = [max(1, round(f * epochs)) for f in DEFAULT_SPLIT[:-1]]
-    while sum(first) > epochs - 1:  # the fusion stage keeps one epoch at least
+def split_epochs(epochs: int, shares=DEFAULT_SPLIT) -> list[int]:
+    """The default epochs per stage for a run of ``epochs`` (>= the number of
+    stages), split by the stages' ``shares``."""
+    if epochs < len(shares):
+        raise ValueError(f"stage-wise training needs at least {len(shares)} epochs, got {epochs}")
+    first = [max(1, round(f * epochs)) for f in shares[:-1]]
+    while sum(first) > epochs - 1:  # the last stage keeps one epoch at least
         first[first.index(max(first))] -= 1
     return first + [epochs - sum(first)]
 
 
-def hpnet_stages(stage_epochs) -> list[TrainingStage]:
-    """The three HP-Net stages with the given epochs each (M-net, AF-net, fusion)."""
+def model_stages(stage_specs, stage_epochs) -> list[TrainingStage]:
+    """The training stages of a model (its spec's ``stages``) with the given epochs each."""
     stage_epochs = [int(e) for e in stage_epochs]
-    if len(stage_epochs) != len(STAGE_NAMES) or min(stage_epochs) < 1:
-        raise ValueError(f"stage epochs must be {len(STAGE_NAMES)} integers >= 1 "
-                         f"({', '.join(STAGE_NAMES)}), got {stage_epochs}")
-    trains = {"mnet": ("main_net", "fusion"), "afnet": ("af_net", "fusion"), "fusion": ("fusion",)}
+    names = [s.name for s in stage_specs]
+    if len(stage_epochs) != len(names) or min(stage_epochs) < 1:
+        raise ValueError(f"stage epochs must be {len(names)} integers >= 1 "
+                         f"({', '.join(names)}), got {stage_epochs}")
     stages, first = [], 0
-    for name, epochs in zip(STAGE_NAMES, stage_epochs):
-        stages.append(TrainingStage(name, first, epochs, trains[name], af_net=name != "mnet"))
+    for s, epochs in zip(stage_specs, stage_epochs):
+        stages.append(TrainingStage(s.name, first, epochs, tuple(s.trains), af_net=s.af_net))
         first += epochs
     return stages
+
+
+def hpnet_stages(stage_epochs) -> list[TrainingStage]:
+    """The three HP-Net stages with the given epochs each (M-net, AF-net, fusion)."""
+    return model_stages(HPNET_STAGES, stage_epochs)
 
 
 def stage_at(stages, epoch: int) -> TrainingStage:

@@ -41,13 +41,41 @@ class PedestrianModel(keras.Model):
     `attribute_logits` and `features` (list).
     """
 
-    model_name = "base"
+    model_name = "base"  # the registry name; its spec (keras_hpnet.model_spec) describes the class
 
-    def __init__(self, num_classes, num_attributes, image_shape, **kwargs):
+    def __init__(self, num_classes, num_attributes, image_shape, attribute_names=None, **kwargs):
         super().__init__(**kwargs)
         self._num_classes = int(num_classes)
         self._num_attributes = int(num_attributes)
         self.image_shape = tuple(int(s) for s in image_shape)
+        names = [str(a) for a in attribute_names] if attribute_names else []
+        if names and len(names) != self._num_attributes:
+            raise ValueError(f"{self.model_name}: {len(names)} attribute_names for "
+                             f"num_attributes={self._num_attributes}")
+        self._attribute_names = names
+
+    @property
+    def spec(self):
+        """The registered `keras_hpnet.model_spec.ModelSpec` of this class
+        (AttributeError for a class that is not registered)."""
+        from keras_hpnet.model_spec import available_models, spec
+
+        if self.model_name not in available_models():
+            raise AttributeError(f"{type(self).__name__}: model_name {self.model_name!r} is not registered "
+                                 f"(keras_hpnet.model_spec.register)")
+        return spec(self.model_name)
+
+    @property
+    def attribute_names(self):
+        """Names of the `attributes` outputs, saved in model.keras ([] when not given)."""
+        return list(self._attribute_names)
+
+    @property
+    def embedding_includes_attributes(self):
+        """True when the embedding's last `num_attributes` dims are the attribute
+        part (the spec's `embedding_ends_with_attributes`, HAT-CNN)."""
+        spec = getattr(self, "spec", None)
+        return bool(self._num_attributes) and bool(spec and spec.embedding_ends_with_attributes)
 
     @property
     def input_size(self):
@@ -95,6 +123,9 @@ class PedestrianModel(keras.Model):
         return {k: np.asarray(keras.ops.convert_to_numpy(float32(v))) for k, v in attention.items()}
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable,
-                "num_classes": self._num_classes, "num_attributes": self._num_attributes,
-                "input_shape": list(self.image_shape)}
+        config = {"name": self.name, "trainable": self.trainable,
+                  "num_classes": self._num_classes, "num_attributes": self._num_attributes,
+                  "input_shape": list(self.image_shape)}
+        if self._attribute_names:
+            config["attribute_names"] = list(self._attribute_names)
+        return config

@@ -5,10 +5,11 @@ import keras
 from keras_hpnet.layers import (AffineRegionSampler, ConvBlock, FusedBatchNormalization,
                                 HarmoniousAttention, ImageNormalization, InceptionA, InceptionB,
                                 region_boxes)
+from keras_hpnet.model_catalog import HACNN as HACNN_SPEC
 from keras_hpnet.models.base import (PedestrianModel, check_counts, check_image_shape,
                                      l2_normalize)
 
-HACNN_INPUT_SHAPE = (160, 64, 3)
+HACNN_INPUT_SHAPE = HACNN_SPEC.default_input_shape  # (160, 64, 3), the paper's fixed size
 # Local-branch sampling sizes per level (Sec. 3.1, torchreid): from the stem output,
 # then from the previous level's attended global output.
 LOCAL_SIZES = ((24, 28), (12, 14), (6, 7))

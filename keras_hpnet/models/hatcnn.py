@@ -5,11 +5,9 @@ import keras
 from keras_hpnet.layers import (ConvBlock, FusedBatchNormalization, ImageNormalization,
                                 InceptionA, InceptionB)
 from keras_hpnet.layers._util import build_chain, run_chain
+from keras_hpnet.model_catalog import POOLINGS
 from keras_hpnet.models.base import l2_normalize
 from keras_hpnet.models.hacnn import HACNN
-
-
-POOLINGS = ("avg", "max", "avgmax")
 
 
 def _check_pooling(pooling, argument):
@@ -89,9 +87,6 @@ class HATCNN(HACNN):
     """
 
     model_name = "hatcnn"
-    # The ranking feature ends with the attribute part (keras_hpnet.evaluation.attribute_free_dims).
-    embedding_includes_attributes = True
-
     def __init__(self, num_classes, num_attributes=0, input_shape=None, attribute_pooling="avg", **kwargs):
         super().__init__(num_classes, num_attributes, input_shape, **kwargs)
         _check_pooling(attribute_pooling, f"{self.model_name}: attribute_pooling")

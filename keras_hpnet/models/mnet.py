@@ -4,13 +4,10 @@ import keras
 
 from keras_hpnet.layers import (ConvBlock, FusedBatchNormalization, ImageNormalization,
                                 InceptionV2Block)
+from keras_hpnet.model_catalog import MNET as MNET_SPEC
 from keras_hpnet.models.base import PedestrianModel, check_counts, check_image_shape
 
-# Default 256x128 (HxW): pedestrian crops are about 2:1 (Market-1501 128x64,
-# PA-100K/RAP/PETA portrait crops), so a 2:1 input keeps their aspect without the
-# distortion of the released 224x224 square; it has 0.65x the pixels of 224x224
-# and leaves an 8x4 map after the /32 network.
-MNET_INPUT_SHAPE = (256, 128, 3)
+MNET_INPUT_SHAPE = MNET_SPEC.default_input_shape  # 256x128, why: keras_hpnet.model_catalog
 
 
 def _module(b1, r3, b3, rd, bd, proj, pool="avg", strides=1):
