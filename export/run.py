@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from keras_hpnet.metadata import ModelMetadata
+from keras_hpnet.retrieval.calibration import apply_calibration
 from keras_hpnet.runs import RunError, RunPlan, load_run_model, read_run_record, run_attribute_names
 
 __all__ = ["Run", "RunError", "load_run", "metadata_from"]
@@ -65,4 +66,8 @@ def load_run(run_dir: str) -> Run:
     """
     config, plan = read_run_record(run_dir)
     model = load_run_model(run_dir)
-    return Run(model=model, config=config, metadata=metadata_from(model, plan), run_dir=run_dir, plan=plan)
+    try:  # the open-set threshold of `python -m training.calibrate`, when the run has one
+        metadata = apply_calibration(metadata_from(model, plan), run_dir)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    return Run(model=model, config=config, metadata=metadata, run_dir=run_dir, plan=plan)

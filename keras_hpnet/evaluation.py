@@ -75,7 +75,8 @@ def attribute_free_dims(model):
     """Leading embedding dims without the attribute part, or None.
 
     A model whose ranking feature ends with its `num_attributes` attribute
-    dims declares `embedding_includes_attributes = True` (HAT-CNN).
+    dims says so with `embedding_includes_attributes` (PedestrianModel reads
+    its spec's `embedding_ends_with_attributes`: HAT-CNN).
     """
     num_attributes = int(getattr(model, "num_attributes", 0) or 0)
     if num_attributes <= 0 or not getattr(model, "embedding_includes_attributes", False):

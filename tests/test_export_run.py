@@ -74,3 +74,19 @@ def test_attribute_count_mismatch(tmp_path):
     with pytest.raises(RunError, match="2 attribute_names but the model has 3"):
         load_run(d)
     assert os.path.isfile(os.path.join(d, "model.keras"))
+
+
+def test_calibrated_threshold_travels_into_the_export_metadata(tmp_path):
+    """training.calibrate's calibration.json is what the exports carry; a run
+    never calibrated has no threshold; a broken file is a RunError naming it."""
+    d = write_tiny_run(str(tmp_path / "r"))
+    assert load_run(d).metadata.match_threshold is None
+    with open(os.path.join(d, "calibration.json"), "w") as f:
+        json.dump({"threshold": 0.75, "distance": "euclidean", "target_fpr": 0.001, "auc": 0.9}, f)
+    md = load_run(d).metadata
+    assert md.match_threshold == 0.75 and md.match_distance == "euclidean"
+    assert md.extra["calibration"]["auc"] == 0.9
+    with open(os.path.join(d, "calibration.json"), "w") as f:
+        f.write("{not json")
+    with pytest.raises(RunError, match="calibration.json"):
+        load_run(d)
