@@ -14,6 +14,8 @@ the exported SavedModel graph). ``tests`` check that all paths agree.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -89,3 +91,22 @@ def prepare(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected an RGB image [H, W, 3], got shape {image.shape}")
     return to_uint8(resize_bilinear(image, height, width))
+
+
+def list_images(folder: str, recursive: bool = True) -> list[str]:
+    """Image files under `folder` (sorted); ValueError if it is not a folder."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"image folder {folder}: not a directory")
+    found = []
+    if recursive:
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            for name in files:
+                if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                    found.append(os.path.join(root, name))
+    else:
+        for name in os.listdir(folder):
+            p = os.path.join(folder, name)
+            if os.path.isfile(p) and name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                found.append(p)
+    return sorted(found)

@@ -89,9 +89,9 @@ def calibration_images(config: dict, input_size, num: int, seed: int = 0, images
     input tensor takes raw pixels with scale 1 and zero point 0.
     """
     if images_dir:
-        from edge import preprocess
+        from keras_hpnet.preprocessing import list_images
 
-        paths = preprocess.list_images(images_dir)
+        paths = list_images(images_dir)
         source = images_dir
     else:
         ds = run_dataset(config)

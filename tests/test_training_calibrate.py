@@ -143,7 +143,7 @@ def test_read_calibration_errors(tmp_path):
 
 
 def test_cli_writes_calibration_json_and_picture(tmp_path, capsys):
-    from test_evaluate import make_run_dir, write_csv_dataset
+    from test_training_evaluate import make_run_dir, write_csv_dataset
     from training import calibrate
 
     data = str(tmp_path / "data")

@@ -386,7 +386,7 @@ def test_cli_subprocess_and_errors(tmp_path):
 
     def cli(*args):
         return subprocess.run([sys.executable, "-c",
-                               "import test_evaluate, sys; from absl import app; from training import evaluate; "
+                               "import test_training_evaluate, sys; from absl import app; from training import evaluate; "
                                "sys.argv[0] = 'evaluate'; evaluate.define_flags(); app.run(evaluate.main)", *args],
                               capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 
