@@ -81,7 +81,7 @@ def main(argv):
 
     def predict(records):
         probs, index = [], []
-        for images, labels in make_dataset(records, image_size=size, batch_size=64, training=False):
+        for images, labels in make_dataset(records, input_size=size, batch_size=64, training=False):
             probs.append(tf.sigmoid(tf.cast(model(images, training=False), tf.float32)).numpy())
             index.append(labels["index"].numpy())
         order = np.concatenate(index)
@@ -89,7 +89,7 @@ def main(argv):
 
     t0 = time.perf_counter()
     for epoch in range(FLAGS.epochs):
-        for images, labels in make_dataset(train, image_size=size, batch_size=FLAGS.batch_size, training=True,
+        for images, labels in make_dataset(train, input_size=size, batch_size=FLAGS.batch_size, training=True,
                                            seed=FLAGS.seed, epoch=epoch, cache=True, pad=FLAGS.pad,
                                            erasing_probability=FLAGS.erasing):
             loss = step(images, tf.cast(labels["attributes"], tf.float32))

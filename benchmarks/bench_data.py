@@ -1,7 +1,7 @@
 """Benchmark: tf.data pipeline images/s (decode + resize + augment), with and
 without the in-memory cache, on generated 128x64 JPEGs.
 
-    python benchmarks/bench_data.py [--num_images 3000 --image_size 160,64 --batch_size 32]
+    python benchmarks/bench_data.py [--num_images 3000 --input_size 160,64 --batch_size 32]
 
 Prints one row per configuration: the up-front Pillow check, eval decode, the
 training epoch (flip + pad-crop + random erasing), P x K sampling, and cached
@@ -51,10 +51,10 @@ def run(ds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_images", type=int, default=3000)
-    parser.add_argument("--image_size", default="160,64")
+    parser.add_argument("--input_size", default="160,64")
     parser.add_argument("--batch_size", type=int, default=32)
     args = parser.parse_args()
-    size = tuple(int(v) for v in args.image_size.split(","))
+    size = tuple(int(v) for v in args.input_size.split(","))
     root = tempfile.mkdtemp(prefix="bench_data_")
     try:
         t = time.perf_counter()
@@ -70,7 +70,7 @@ def main():
         check_images(records)
         rows.append(("Pillow check (cached)", len(records), time.perf_counter() - t))
         bs = args.batch_size
-        common = dict(image_size=size, batch_size=bs)
+        common = dict(input_size=size, batch_size=bs)
         aug = dict(training=True, erasing_probability=0.5)
         configs = [
             ("eval: decode + resize", dict(training=False)),

@@ -118,7 +118,7 @@ def main(_):
         rows.append(("train / query / gallery images",
                      f"{len(ds.train)} / {len(ds.query)} / {len(ds.gallery)} ({ds.num_train_pids} train ids)"))
         for size in ((128, 64), (64, 32)):
-            m = raw_pixel_baseline(ds, image_size=size)
+            m = raw_pixel_baseline(ds, input_size=size)
             rows.append((f"raw-pixel NN {size[0]}x{size[1]}: rank-1 / rank-5 / mAP",
                          f"{m['rank1']:.3f} / {m['rank5']:.3f} / {m['mAP']:.3f}"))
         if FLAGS.probe_epochs:

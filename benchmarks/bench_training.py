@@ -55,7 +55,7 @@ with strategy.scope():
 size = tuple(model.input_size)
 per_replica = spec["batch_size"] // strategy.num_replicas_in_sync
 def dataset_fn(ctx, epoch):
-    return make_dataset(train, image_size=size, batch_size=per_replica, training=True, seed=0, epoch=epoch,
+    return make_dataset(train, input_size=size, batch_size=per_replica, training=True, seed=0, epoch=epoch,
                         cache=spec["cache"], num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
 trainer = Trainer(strategy=strategy, model=model, optimizer=opt, loss_fn=fit.make_loss_fn(cfg, nc, na),
                   dataset_fn=dataset_fn, per_replica_batch_size=per_replica, steps_per_epoch=100, epochs=1,

@@ -110,7 +110,7 @@ def extract(predict_fn, records, *, input_size, batch_size=64):
     records = list(records)
     if not records:
         raise ValueError("extract: no records")
-    dataset = make_dataset(_strip_attributes(records), image_size=tuple(input_size),
+    dataset = make_dataset(_strip_attributes(records), input_size=tuple(input_size),
                            batch_size=int(batch_size), training=False)
     outputs, index = {}, []
     for images, labels in dataset:

@@ -76,7 +76,7 @@ def test_formats_decode_to_rgb_and_resize_bilinear(tmp_path):
         (save(tmp_path / "big.png", rng.integers(0, 256, (3 * H, 2 * W, 3), dtype=np.uint8)), None),
     ]
     records = [Rec(p, i, 0, None) for i, (p, _) in enumerate(files)]
-    ds = make_dataset(records, image_size=(H, W), batch_size=3, training=False)
+    ds = make_dataset(records, input_size=(H, W), batch_size=3, training=False)
     assert ds.report.num_skipped == 0 and ds.report.pillow_decoded == [4]
     images, labels = collect(ds)
     assert images.dtype == np.uint8 and images.shape == (len(files), H, W, 3)
@@ -98,7 +98,7 @@ def test_bad_files_are_skipped_counted_and_named(folder):
         records.insert(2 * k + 1, Rec(path, 0, 0, np.zeros(3, np.uint8)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = make_dataset(records, image_size=(H, W), batch_size=4, training=False)
+        ds = make_dataset(records, input_size=(H, W), batch_size=4, training=False)
     message = " ".join(str(w.message) for w in caught)
     for path in bad.values():
         assert os.path.basename(path) in message
@@ -113,16 +113,16 @@ def test_bad_files_are_skipped_counted_and_named(folder):
     assert len(images) == 10
     np.testing.assert_array_equal(labels["index"], [i for i, r in enumerate(records) if r.path not in bad.values()])
     # training never dies either: 10 good images -> 2 full batches of 4
-    train = make_dataset(records, image_size=(H, W), batch_size=4, training=True, seed=3)
+    train = make_dataset(records, input_size=(H, W), batch_size=4, training=True, seed=3)
     assert sum(1 for _ in train) == 2 == steps_per_epoch(report.good, 4)
     with pytest.raises(ValueError, match="none of the 2 images is readable"):
         make_dataset([Rec(bad["zero"], 0, 0, None), Rec(bad["text"], 0, 0, None)],
-                     image_size=(H, W), batch_size=2, training=False)
+                     input_size=(H, W), batch_size=2, training=False)
 
 
 def test_eval_keeps_order_labels_and_last_batch(folder):
     _, good, _ = folder
-    ds = make_dataset(good[:11], image_size=(H, W), batch_size=4, training=False)
+    ds = make_dataset(good[:11], input_size=(H, W), batch_size=4, training=False)
     sizes = [int(x.shape[0]) for x, _ in ds]
     assert sizes == [4, 4, 3] and steps_per_epoch(11, 4, drop_remainder=False) == 3
     images, labels = collect(ds)
@@ -133,13 +133,13 @@ def test_eval_keeps_order_labels_and_last_batch(folder):
     assert labels["pid"].dtype == np.int32 and labels["attributes"].dtype == np.float32
     assert labels["index"].dtype == np.int64
     # deterministic eval: a second pass, and the in-memory cache, give the same pixels
-    again, _ = collect(make_dataset(good[:11], image_size=(H, W), batch_size=4, training=False, cache=True))
+    again, _ = collect(make_dataset(good[:11], input_size=(H, W), batch_size=4, training=False, cache=True))
     np.testing.assert_array_equal(images, again)
 
 
 def test_epochs_are_pure_functions_of_seed_and_epoch(folder):
     _, good, _ = folder
-    kw = dict(image_size=(H, W), batch_size=4, training=True, erasing_probability=0.5)
+    kw = dict(input_size=(H, W), batch_size=4, training=True, erasing_probability=0.5)
     a_img, a_lab = collect(make_dataset(good, seed=7, epoch=2, **kw))
     b_img, b_lab = collect(make_dataset(good, seed=7, epoch=2, cache=True, num_parallel_calls=1, **kw))
     np.testing.assert_array_equal(a_lab["index"], b_lab["index"])
@@ -155,7 +155,7 @@ def test_epochs_are_pure_functions_of_seed_and_epoch(folder):
 
 def test_pk_batches_are_identity_balanced(folder):
     _, good, _ = folder
-    ds = make_dataset(good, image_size=(H, W), batch_size=6, training=True, pk=2, seed=1, flip=False, pad=0)
+    ds = make_dataset(good, input_size=(H, W), batch_size=6, training=True, pk=2, seed=1, flip=False, pad=0)
     batches = [y["pid"].numpy() for _, y in ds]
     assert len(batches) == steps_per_epoch(good, 6, pk=2) == 4
     for pids in batches:
@@ -188,11 +188,11 @@ def test_pk_order_invariants_on_many_identities():
 def test_augmentations(folder):
     _, good, _ = folder
     records = good[:8]
-    base, _ = collect(make_dataset(records, image_size=(H, W), batch_size=8, training=False))
+    base, _ = collect(make_dataset(records, input_size=(H, W), batch_size=8, training=False))
 
     def train(**kw):
         images, labels = collect(
-            make_dataset(records, image_size=(H, W), batch_size=8, training=True, seed=0, **kw))
+            make_dataset(records, input_size=(H, W), batch_size=8, training=True, seed=0, **kw))
         return images, base[labels["index"]]
 
     images, ref = train(flip=False, pad=0)
@@ -212,12 +212,12 @@ def test_augmentations(folder):
 
 def test_bad_arguments_are_named(folder):
     _, good, _ = folder
-    with pytest.raises(ValueError, match="image_size"):
-        make_dataset(good, image_size=32, batch_size=4, training=False)
+    with pytest.raises(ValueError, match="input_size"):
+        make_dataset(good, input_size=32, batch_size=4, training=False)
     with pytest.raises(ValueError, match="no records"):
-        make_dataset([], image_size=(H, W), batch_size=4, training=False)
+        make_dataset([], input_size=(H, W), batch_size=4, training=False)
     with pytest.raises(ValueError, match="has no attributes"):
-        make_dataset([good[0], good[1]._replace(attributes=None)], image_size=(H, W), batch_size=4, training=False)
+        make_dataset([good[0], good[1]._replace(attributes=None)], input_size=(H, W), batch_size=4, training=False)
     with pytest.raises(TypeError, match=r"records\[0\]"):
         check_images([object()])
 
@@ -246,7 +246,7 @@ def test_bmp_tf_rejects_and_16_bit_png_are_read_with_pillow_cached_or_not(tmp_pa
     good = save(tmp_path / "plain.png", rgb[::-1])
     records = [Rec(good, 0, 0, None), Rec(bmp, 1, 0, None), Rec(png16, 2, 0, None)]
     for cache in (False, True):
-        ds = make_dataset(records, image_size=(H, W), batch_size=3, training=False, cache=cache)
+        ds = make_dataset(records, input_size=(H, W), batch_size=3, training=False, cache=cache)
         images, labels = collect(ds)  # main: cache=True raised at the first batch, False dropped the BMP
         np.testing.assert_array_equal(labels["index"], [0, 1, 2])
         np.testing.assert_array_equal(images[1], rgb)
@@ -274,7 +274,7 @@ def test_cache_retries_what_tf_rejects_after_the_check(tmp_path):
     for path in (bmp, broken):  # pretend the check had passed both as TF-native
         validate._remember(path, validate.ImageCheck(True))
     records = [Rec(good, 0, 0, None), Rec(bmp, 1, 0, None), Rec(broken, 2, 0, None)]
-    ds = make_dataset(records, image_size=(H, W), batch_size=3, training=False, cache=True)
+    ds = make_dataset(records, input_size=(H, W), batch_size=3, training=False, cache=True)
     images, labels = collect(ds)
     np.testing.assert_array_equal(labels["index"], [0, 1])
     np.testing.assert_array_equal(images[1], rgb)
@@ -282,7 +282,7 @@ def test_cache_retries_what_tf_rejects_after_the_check(tmp_path):
     assert counts["decoded_with_pillow"]["rejected by TF's decoder"]["count"] == 1
     assert counts["skipped"]["corrupt or truncated"]["count"] == 1
     assert "broken.png" in counts["skipped"]["corrupt or truncated"]["examples"][0]
-    uncached = make_dataset(records, image_size=(H, W), batch_size=3, training=False)
+    uncached = make_dataset(records, input_size=(H, W), batch_size=3, training=False)
     again, labels = collect(uncached)
     np.testing.assert_array_equal(labels["index"], [0, 1])
     np.testing.assert_array_equal(again, images)
@@ -301,7 +301,7 @@ def test_file_names_that_are_not_utf8(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for cache in (False, True):
-            ds = make_dataset(records, image_size=(H, W), batch_size=2, training=False, cache=cache)
+            ds = make_dataset(records, input_size=(H, W), batch_size=2, training=False, cache=cache)
             images, labels = collect(ds)  # main: UnicodeEncodeError naming no file
             np.testing.assert_array_equal(labels["index"], [0, 1])
             np.testing.assert_array_equal(images[0], rgb)

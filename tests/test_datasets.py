@@ -340,7 +340,7 @@ def test_raw_pixel_baseline_skips_unreadable_images_and_follows_the_image_rule(t
         f.write(b"\xff\xd8 not really a jpeg")
     ds = datasets.load("market1501", root)
     with pytest.warns(DatasetWarning, match=r"raw_pixel_baseline on market1501: skipped 1 item\(s\): unreadable image"):
-        metrics = datasets.raw_pixel_baseline(ds, image_size=(16, 8))  # main: PIL.UnidentifiedImageError
+        metrics = datasets.raw_pixel_baseline(ds, input_size=(16, 8))  # main: PIL.UnidentifiedImageError
     assert metrics["num_skipped"] == 1 and 0.0 <= metrics["rank1"] <= 1.0
     assert ds.report.readers["raw_pixel_baseline on market1501"]["unreadable image"]["count"] == 1
     pixels, kept = load_pixels(ds.gallery, (16, 8))

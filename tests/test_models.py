@@ -342,7 +342,7 @@ def test_a_fifth_model_is_one_class_and_its_registration(tmp_path):
     from types import SimpleNamespace
 
     from keras_hpnet.model_spec import ModelSpec, Option, register, unregister
-    from keras_hpnet.models.base import PedestrianModel, check_image_shape
+    from keras_hpnet.models.base import PedestrianModel, check_input_shape
     from training import fit
     from training.config import ConfigError, resolve_config, validate_config
 
@@ -351,7 +351,7 @@ def test_a_fifth_model_is_one_class_and_its_registration(tmp_path):
         model_name = "throwaway"
 
         def __init__(self, num_classes, num_attributes=0, input_shape=None, width=4, **kwargs):
-            super().__init__(num_classes, num_attributes, check_image_shape("throwaway", input_shape, (32, 16, 3)),
+            super().__init__(num_classes, num_attributes, check_input_shape("throwaway", input_shape, (32, 16, 3)),
                              **kwargs)
             self.width = int(width)
             self.conv = keras.layers.Conv2D(self.width, 3, strides=4)

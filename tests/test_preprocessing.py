@@ -48,7 +48,7 @@ def test_every_path_gives_the_same_pixels(crops, target):
     worst = {}
     for cache in (False, True):
         pipeline = np.concatenate([x.numpy() for x, _ in make_dataset(
-            records, image_size=target, batch_size=4, training=False, cache=cache)])  # training, evaluation
+            records, input_size=target, batch_size=4, training=False, cache=cache)])  # training, evaluation
         worst[f"pipeline cache={cache}"] = np.abs(pipeline.astype(int) - numpy_rule).max(axis=(1, 2, 3))
     worst["graph"] = np.abs(graph_rule.astype(int) - numpy_rule).max(axis=(1, 2, 3))
     worst["viz"] = np.abs(viz.astype(int) - numpy_rule).max(axis=(1, 2, 3))

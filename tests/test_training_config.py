@@ -25,7 +25,7 @@ def test_presets_and_overrides():
     cfg = resolve_config({"model": "hatcnn"})
     assert cfg.dataset == "synthetic" and cfg.out_dir == os.path.join("runs", "hatcnn-synthetic")
     market = resolve_config({"model": "hacnn", "dataset": "market1501", "data_dir": "/x"})
-    # the paper recipe (architectures.md)
+    # the paper recipe (Li et al. 2018, Sec. 4; docs/training.md)
     assert (market.epochs, market.batch_size, market.lr, market.momentum, market.weight_decay) == (
         300, 32, 0.03, 0.9, 5e-4)
     assert market.lr_milestones == (0.5, 0.75) and market.label_smoothing == 0.1

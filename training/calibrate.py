@@ -57,8 +57,8 @@ def run(run_dir: str, *, dataset=None, data_dir=None, target_fpr=1e-3, target_pr
         raise ValueError(f"dataset {ds.name}: calibration needs 'query' and 'gallery' splits (a re-id dataset)")
     model = runs.load_run_model(run_dir)
     size = tuple(int(s) for s in model.input_size)
-    q = extract(model, ds.splits["query"], image_size=size, batch_size=batch_size)
-    g = extract(model, ds.splits["gallery"], image_size=size, batch_size=batch_size)
+    q = extract(model, ds.splits["query"], input_size=size, batch_size=batch_size)
+    g = extract(model, ds.splits["gallery"], input_size=size, batch_size=batch_size)
     report, genuine, impostor = cal.calibrate(
         q["embedding"], q["pids"], q["camids"], g["embedding"], g["pids"], g["camids"], distance=distance,
         target_fpr=target_fpr, target_precision=target_precision, max_impostor_pairs=max_impostor_pairs,

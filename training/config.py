@@ -45,7 +45,7 @@ class ConfigError(ValueError):
     """A flag or a path is wrong; the message names it."""
 
 
-# Paper recipe (HA-CNN / HAT-CNN on Market-1501, architectures.md): SGD
+# Paper recipe (HA-CNN / HAT-CNN on Market-1501; Li et al. 2018, Sec. 4; docs/training.md): SGD
 # momentum 0.9, lr 0.03, weight decay 5e-4, batch 32, 300 epochs, lr x0.1 at
 # 150 and 225, label smoothing 0.1, flip + crop. The synthetic preset is that
 # recipe scaled to the embedded dataset and the 10-minute CPU budget.

@@ -303,7 +303,7 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
 
     def dataset_fn(ctx, epoch):
         # Every input pipeline (worker) takes its share of the epoch's batches.
-        return make_dataset(train, image_size=plan.input_size, batch_size=per_replica, training=True,
+        return make_dataset(train, input_size=plan.input_size, batch_size=per_replica, training=True,
                             seed=cfg.seed, epoch=epoch, pk=cfg.pk or None, cache=cfg.cache_images,
                             num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
 

@@ -1,6 +1,6 @@
 """Learning-rate schedule: linear warm-up, then multi-step decay.
 
-The HA-CNN recipe (architectures.md) multiplies the learning rate by 0.1 at
+The HA-CNN recipe (Li et al. 2018, Sec. 4; docs/training.md) multiplies the learning rate by 0.1 at
 epochs 150 and 225 of 300; here the milestones are fractions of the run so the
 same recipe scales to shorter runs.
 """

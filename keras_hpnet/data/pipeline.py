@@ -26,13 +26,13 @@ _IMAGE_CACHE_LOCK = threading.Lock()
 _IMAGE_CACHE_ENTRIES = 4
 
 
-def _image_size(image_size):
+def _input_size(input_size):
     try:
-        h, w = (int(v) for v in image_size)
+        h, w = (int(v) for v in input_size)
     except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (height, width), got {image_size!r}") from None
+        raise ValueError(f"input_size must be (height, width), got {input_size!r}") from None
     if h < 1 or w < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}")
+        raise ValueError(f"input_size must be positive, got {input_size!r}")
     return h, w
 
 
@@ -186,7 +186,7 @@ def steps_per_epoch(records, batch_size, *, pk=None, drop_remainder=True, num_sh
 def make_dataset(
     records,
     *,
-    image_size,
+    input_size,
     batch_size,
     training,
     seed=0,
@@ -206,7 +206,7 @@ def make_dataset(
 ):
     """A `tf.data.Dataset` of `(images, labels)` for one epoch.
 
-    images: uint8 `[N, H, W, 3]`, `image_size=(H, W)`, bilinear resize in the
+    images: uint8 `[N, H, W, 3]`, `input_size=(H, W)`, bilinear resize in the
     pipeline (grayscale and alpha decode to RGB). labels: `pid`, `camid` int32
     `[N]`, `attributes` float32 `[N, A]` (when the records have them), `index`
     int64 `[N]` (position in `records`).
@@ -222,7 +222,7 @@ def make_dataset(
     input pipelines (multi-worker). Unreadable files are skipped: the dataset
     has `.report` (a `PipelineReport`), and a warning names them.
     """
-    height, width = _image_size(image_size)
+    height, width = _input_size(input_size)
     batch_size = int(batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

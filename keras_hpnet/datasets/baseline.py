@@ -8,15 +8,15 @@ from keras_hpnet.datasets.report import SkipCounter
 from keras_hpnet.preprocessing import ImageError, load_rgb, prepare
 
 
-def load_pixels(records, image_size=(128, 64), skips: SkipCounter | None = None):
+def load_pixels(records, input_size=(128, 64), skips: SkipCounter | None = None):
     """Pixels of the readable images and their positions in `records`.
 
     Returns (float32 [N, H*W*3] in 0..1, int64 [N] positions): each image read
-    and resized to `image_size` (H, W) by the image rule
+    and resized to `input_size` (H, W) by the image rule
     (keras_hpnet.preprocessing). Unreadable images are left out and counted
     in `skips` (reason "unreadable image", the error as example).
     """
-    h, w = (int(v) for v in image_size)
+    h, w = (int(v) for v in input_size)
     out = np.empty((len(records), h * w * 3), np.float32)
     kept = []
     for i, r in enumerate(records):
@@ -36,7 +36,7 @@ def _euclidean(a, b):
     return np.sqrt(np.maximum(d, 0.0))
 
 
-def raw_pixel_baseline(dataset, image_size=(128, 64)) -> dict:
+def raw_pixel_baseline(dataset, input_size=(128, 64)) -> dict:
     """Re-id metrics (keras_hpnet.metrics.reid_metrics, Market protocol) of
     Euclidean nearest neighbour on resized raw pixels, query vs gallery, over
     the readable images (the rest are skipped, counted in `num_skipped` and in
@@ -45,7 +45,7 @@ def raw_pixel_baseline(dataset, image_size=(128, 64)) -> dict:
 
     skips = SkipCounter(f"raw_pixel_baseline on {dataset.name}")
     q, g = dataset.splits["query"], dataset.splits["gallery"]
-    (qf, qi), (gf, gi) = load_pixels(q, image_size, skips), load_pixels(g, image_size, skips)
+    (qf, qi), (gf, gi) = load_pixels(q, input_size, skips), load_pixels(g, input_size, skips)
     skips.warn()
     dataset.report.add_reader(skips)
     if not len(qi) or not len(gi):

@@ -21,15 +21,15 @@ def check_counts(model_name, num_classes, num_attributes):
     return int(num_classes), int(num_attributes)
 
 
-def check_image_shape(model_name, image_shape, default):
-    if image_shape is None:
+def check_input_shape(model_name, input_shape, default):
+    if input_shape is None:
         return tuple(default)
-    shape = tuple(image_shape)
+    shape = tuple(input_shape)
     if len(shape) == 2:
         shape = shape + (3,)
     if len(shape) != 3 or shape[2] != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape):
         raise ValueError(f"{model_name}: input_shape must be (height, width) or (height, width, 3) "
-                         f"with positive integers, got {image_shape!r}")
+                         f"with positive integers, got {input_shape!r}")
     return tuple(int(s) for s in shape)
 
 
@@ -43,11 +43,11 @@ class PedestrianModel(keras.Model):
 
     model_name = "base"  # the registry name; its spec (keras_hpnet.model_spec) describes the class
 
-    def __init__(self, num_classes, num_attributes, image_shape, attribute_names=None, **kwargs):
+    def __init__(self, num_classes, num_attributes, input_shape, attribute_names=None, **kwargs):
         super().__init__(**kwargs)
         self._num_classes = int(num_classes)
         self._num_attributes = int(num_attributes)
-        self.image_shape = tuple(int(s) for s in image_shape)
+        self.input_shape = tuple(int(s) for s in input_shape)
         names = [str(a) for a in attribute_names] if attribute_names else []
         if names and len(names) != self._num_attributes:
             raise ValueError(f"{self.model_name}: {len(names)} attribute_names for "
@@ -80,7 +80,7 @@ class PedestrianModel(keras.Model):
     @property
     def input_size(self):
         """(height, width) of the input the model expects."""
-        return self.image_shape[:2]
+        return self.input_shape[:2]
 
     @property
     def num_classes(self):
@@ -125,7 +125,7 @@ class PedestrianModel(keras.Model):
     def get_config(self):
         config = {"name": self.name, "trainable": self.trainable,
                   "num_classes": self._num_classes, "num_attributes": self._num_attributes,
-                  "input_shape": list(self.image_shape)}
+                  "input_shape": list(self.input_shape)}
         if self._attribute_names:
             config["attribute_names"] = list(self._attribute_names)
         return config

@@ -6,7 +6,7 @@ from keras_hpnet.layers import (AffineRegionSampler, ConvBlock, FusedBatchNormal
                                 HarmoniousAttention, ImageNormalization, InceptionA, InceptionB,
                                 region_boxes)
 from keras_hpnet.model_catalog import HACNN as HACNN_SPEC
-from keras_hpnet.models.base import (PedestrianModel, check_counts, check_image_shape,
+from keras_hpnet.models.base import (PedestrianModel, check_counts, check_input_shape,
                                      l2_normalize)
 
 HACNN_INPUT_SHAPE = HACNN_SPEC.default_input_shape  # (160, 64, 3), the paper's fixed size
@@ -45,11 +45,11 @@ class HACNN(PedestrianModel):
                  channels=(128, 256, 384), feature_dim=512, **kwargs):
         num_classes, num_attributes = check_counts(self.model_name, num_classes, num_attributes)
         self._check_attributes(num_attributes)
-        image_shape = check_image_shape(self.model_name, input_shape, HACNN_INPUT_SHAPE)
-        if image_shape != HACNN_INPUT_SHAPE:
+        input_shape = check_input_shape(self.model_name, input_shape, HACNN_INPUT_SHAPE)
+        if input_shape != HACNN_INPUT_SHAPE:
             raise ValueError(f"{self.model_name}: HA-CNN takes a fixed 160x64 input "
                              f"(Li et al. 2018); got input_shape={input_shape!r}")
-        super().__init__(num_classes, num_attributes, image_shape, **kwargs)
+        super().__init__(num_classes, num_attributes, input_shape, **kwargs)
         self.channels = tuple(int(c) for c in channels)
         if len(self.channels) != 3:
             raise ValueError(f"{self.model_name}: channels needs 3 values, got {channels!r}")

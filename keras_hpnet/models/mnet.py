@@ -5,7 +5,7 @@ import keras
 from keras_hpnet.layers import (ConvBlock, FusedBatchNormalization, ImageNormalization,
                                 InceptionV2Block)
 from keras_hpnet.model_catalog import MNET as MNET_SPEC
-from keras_hpnet.models.base import PedestrianModel, check_counts, check_image_shape
+from keras_hpnet.models.base import PedestrianModel, check_counts, check_input_shape
 
 MNET_INPUT_SHAPE = MNET_SPEC.default_input_shape  # 256x128, why: keras_hpnet.model_catalog
 
@@ -49,11 +49,11 @@ class MNet(PedestrianModel):
     def __init__(self, num_classes, num_attributes=0, input_shape=None, width=1.0,
                  embedding_dim=512, **kwargs):
         num_classes, num_attributes = check_counts(self.model_name, num_classes, num_attributes)
-        image_shape = check_image_shape(self.model_name, input_shape, MNET_INPUT_SHAPE)
-        if image_shape[0] < 32 or image_shape[1] < 32:
+        input_shape = check_input_shape(self.model_name, input_shape, MNET_INPUT_SHAPE)
+        if input_shape[0] < 32 or input_shape[1] < 32:
             raise ValueError(f"{self.model_name}: input_shape must be at least 32x32 "
                              f"(the net reduces by 32), got {input_shape!r}")
-        super().__init__(num_classes, num_attributes, image_shape, **kwargs)
+        super().__init__(num_classes, num_attributes, input_shape, **kwargs)
         self.width = float(width)
         if not self.width > 0:
             raise ValueError(f"{self.model_name}: width must be > 0, got {width!r}")

@@ -12,7 +12,7 @@ from keras import layers, ops
 
 from keras_hpnet.metadata import IMAGENET_MEAN, IMAGENET_STD
 from keras_hpnet.model_catalog import TINY as TINY_SPEC
-from keras_hpnet.models.base import PedestrianModel, check_counts, check_image_shape
+from keras_hpnet.models.base import PedestrianModel, check_counts, check_input_shape
 
 
 @keras.saving.register_keras_serializable(package="keras_hpnet")
@@ -32,8 +32,8 @@ class TinyNet(PedestrianModel):
         if "input_size" in kwargs:  # model.keras files saved before TinyNet took input_shape
             input_shape = kwargs.pop("input_size")
         num_classes, num_attributes = check_counts(self.model_name, num_classes, num_attributes)
-        image_shape = check_image_shape(self.model_name, input_shape, TINY_SPEC.default_input_shape)
-        super().__init__(num_classes, num_attributes, image_shape, **kwargs)
+        input_shape = check_input_shape(self.model_name, input_shape, TINY_SPEC.default_input_shape)
+        super().__init__(num_classes, num_attributes, input_shape, **kwargs)
         self.width = int(width)
         self.feature_dim = int(feature_dim)
         self.depth = int(depth)
