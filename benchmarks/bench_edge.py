@@ -108,7 +108,7 @@ def main(argv=None):
     try:
         jobs = []
         if args.run_dir:
-            from export.run import load_run
+            from keras_hpnet.runs import load_run
 
             run = load_run(args.run_dir)
             calib = tflite.calibration_images(run.config, tuple(run.model.input_size), args.num_calibration)

@@ -57,7 +57,7 @@ def _build(name):
     n_attr = 0 if keras_hpnet.spec(name).attributes == "none" else 10
     model = keras_hpnet.build_model(name, **BUILD.get(name, dict(num_classes=10, num_attributes=n_attr)))
     attrs = [f"attr{i}" for i in range(model.num_attributes)]
-    from export.run import metadata_from
+    from keras_hpnet.runs import metadata_from
 
     cfg = {"model": name, "input_height": model.input_size[0], "input_width": model.input_size[1], "attribute_names": attrs}
     return model, metadata_from(model, cfg)

@@ -305,10 +305,10 @@ def read_export_metadata(version_dir: str) -> ModelMetadata:
     return ModelMetadata.load(os.path.join(version_dir, "assets", METADATA_ASSET))
 
 
-def export_run(run_dir: str, export_dir: str, *, model_name: str | None = None, config_base_path: str = "/models",
+def save_run(run_dir: str, export_dir: str, *, model_name: str | None = None, config_base_path: str = "/models",
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ExportResult:
     """Load a training run directory and export it (see :func:`export_saved_model`)."""
-    from export.run import load_run
+    from keras_hpnet.runs import load_run
 
     run = load_run(run_dir)
     return export_saved_model(
@@ -325,10 +325,10 @@ def main(argv):
         raise SystemExit(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.run_dir:
         raise SystemExit("--run_dir is required")
-    from export.run import RunError
+    from keras_hpnet.runs import RunError
 
     try:
-        res = export_run(FLAGS.run_dir, FLAGS.export_dir, model_name=FLAGS.model_name,
+        res = save_run(FLAGS.run_dir, FLAGS.export_dir, model_name=FLAGS.model_name,
                          config_base_path=FLAGS.config_base_path, max_image_pixels=FLAGS.max_image_pixels)
     except (RunError, ExportError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -124,7 +124,7 @@ def v1_session_outputs(version_dir, requests):
 def _export_model(name):
     from support import make_tiny_model
 
-    from export.run import metadata_from
+    from keras_hpnet.runs import metadata_from
 
     model = make_tiny_model() if name == "tiny" else trained_like(name)
     names = [f"a{i}" for i in range(getattr(model, "num_attributes", 0))]

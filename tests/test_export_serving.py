@@ -28,9 +28,9 @@ from export.serving.client import (
     RestClient,
     ServerUnavailableError,
 )
-from export.run import load_run
+from keras_hpnet.runs import load_run
 from export.saved_model import (
-    export_run,
+    save_run,
     export_saved_model,
     list_versions,
     read_export_metadata,
@@ -55,7 +55,7 @@ def _images(n, seed=0, h=H, w=W):
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     run = load_run(write_tiny_run(str(root / "run")))
-    res = export_run(str(root / "run"), str(root / "models"))
+    res = save_run(str(root / "run"), str(root / "models"))
     server = ModelServer(
         res.path.rsplit(os.sep, 1)[0], port=0, rest_port=0, poll_interval_s=0.2,
         max_batch_size=64, max_message_bytes=MAX_MSG,
@@ -368,7 +368,7 @@ def test_cli_export_serve_query_and_sigterm(tmp_path):
 def test_real_model_export_serve_parity(tmp_path):
     """A paper network (M-net, small input) through export -> serve -> client."""
     import keras_hpnet
-    from export.run import metadata_from
+    from keras_hpnet.runs import metadata_from
 
     model = keras_hpnet.build_model("mnet", num_classes=3, num_attributes=4, input_shape=(64, 32))
     cfg = {"model": "mnet", "input_height": 64, "input_width": 32, "attribute_names": list("abcd")}

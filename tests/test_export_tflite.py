@@ -237,7 +237,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_trained_model_int8_parity_report(trained_run, capsys):
-    exported, report = tflite.export_run(trained_run, ["float32", "int8"], num_calibration=64)
+    exported, report = tflite.convert_run(trained_run, ["float32", "int8"], num_calibration=64)
     out_dir = os.path.join(trained_run, "tflite")
     assert sorted(os.listdir(out_dir)) == ["mnet_float32.json", "mnet_float32.tflite", "mnet_int8.json",
                                            "mnet_int8.tflite", "parity.json", "parity.txt"]
@@ -268,7 +268,7 @@ def test_trained_model_int8_parity_report(trained_run, capsys):
     assert "parity on synthetic query" in printed and "CONV_2D" in printed
     assert open(os.path.join(out_dir, "parity.txt")).read().splitlines()[0].split()[:3] == ["variant", "size_MB", "cos_mean"]
     # A later export of another variant merges into the same report.
-    tflite.export_run(trained_run, ["float16"], verbose=False)
+    tflite.convert_run(trained_run, ["float16"], verbose=False)
     merged = json.load(open(os.path.join(out_dir, "parity.json")))
     assert list(merged["variants"]) == ["keras", "float16", "float32", "int8"] or \
         list(merged["variants"]) == ["keras", "float32", "float16", "int8"]
@@ -277,9 +277,9 @@ def test_trained_model_int8_parity_report(trained_run, capsys):
 def test_cli_errors(tmp_path, capsys):
     from absl import flags
 
-    from export.run import RunError
+    from keras_hpnet.runs import RunError
 
     with pytest.raises(RunError, match="does not exist"):
-        tflite.export_run(str(tmp_path / "missing"), ["int8"])
+        tflite.convert_run(str(tmp_path / "missing"), ["int8"])
     with pytest.raises(tflite.ExportError, match="quantization 'int3'"):
-        tflite.export_run(str(tmp_path), ["int3"])
+        tflite.convert_run(str(tmp_path), ["int3"])

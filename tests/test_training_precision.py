@@ -83,7 +83,7 @@ def test_bf16_run_exports(bf16_run, tmp_path):
     np.testing.assert_allclose(np.asarray(served["embedding"]), expected, atol=1e-5)
     from export import tflite
 
-    exported, report = tflite.export_run(out_dir, ["float32"], out=str(tmp_path / "tfl"), verbose=False)
+    exported, report = tflite.convert_run(out_dir, ["float32"], out=str(tmp_path / "tfl"), verbose=False)
     assert os.path.getsize(exported[0].path) > 0
     assert report["variants"]["float32"]["cosine_min"] > 0.9999
 

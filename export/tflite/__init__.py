@@ -20,7 +20,7 @@ from export.tflite.calibration import (DEGENERATE_RANGE, calibration_images, loa
                                        widen_degenerate_ranges)
 from export.tflite.convert import IO_TYPES, QUANTIZATIONS, convert, inference_function, output_names
 from export.tflite.errors import ExportError
-from export.tflite.exporter import Exported, export_model, export_run
+from export.tflite.exporter import Exported, export_model, convert_run
 from export.tflite.lowering import average_pool_as_depthwise, lower_average_pools
 from export.tflite.ops import OpInfo, check_builtin, inspect_ops, op_summary
 from export.tflite.parity import (compare, cosine, evaluation_dataset, parity_report, parity_table,
@@ -29,7 +29,7 @@ from export.tflite.parity import (compare, cosine, evaluation_dataset, parity_re
 __all__ = [
     "DEGENERATE_RANGE", "IO_TYPES", "QUANTIZATIONS", "ExportError", "Exported", "OpInfo",
     "average_pool_as_depthwise", "calibration_images", "check_builtin", "compare", "convert", "cosine",
-    "evaluation_dataset", "export_model", "export_run", "inference_function", "inspect_ops", "load_images",
+    "evaluation_dataset", "export_model", "convert_run", "inference_function", "inspect_ops", "load_images",
     "lower_average_pools", "op_summary", "output_names", "parity_report", "parity_table", "run_dataset",
     "tflite_predictor", "widen_degenerate_ranges", "write_parity",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from export.tflite.convert import IO_TYPES, QUANTIZATIONS
-from export.tflite.exporter import export_run
+from export.tflite.exporter import convert_run
 
 
 def main(argv):
@@ -15,7 +15,7 @@ def main(argv):
     del argv
     quants = QUANTIZATIONS if FLAGS.quantization == "all" else [q.strip() for q in FLAGS.quantization.split(",")]
     try:
-        export_run(FLAGS.run_dir, quants, io_type=FLAGS.io_type, out=FLAGS.out,
+        convert_run(FLAGS.run_dir, quants, io_type=FLAGS.io_type, out=FLAGS.out,
                    num_calibration=FLAGS.num_calibration, images_dir=FLAGS.images,
                    parity=FLAGS.parity, max_eval_images=FLAGS.max_eval_images, num_threads=FLAGS.num_threads)
     except ValueError as e:  # ExportError, RunError, metadata/image errors

@@ -52,12 +52,12 @@ def export_model(model, metadata: ModelMetadata, quantization: str, out_path: st
     return Exported(quantization, out_path, meta_path, len(flatbuffer), ops, constant)
 
 
-def export_run(run_dir: str, quantizations, *, io_type: str | None = None, out: str | None = None,
+def convert_run(run_dir: str, quantizations, *, io_type: str | None = None, out: str | None = None,
                num_calibration: int = 100, images_dir: str | None = None, parity: bool = True,
                max_eval_images: int | None = None, num_threads: int | None = None,
                verbose: bool = True) -> tuple[list[Exported], dict | None]:
     """Export `run_dir` in each of `quantizations`; write the parity report beside them."""
-    from export.run import load_run
+    from keras_hpnet.runs import load_run
 
     quantizations = list(quantizations)
     for q in quantizations:

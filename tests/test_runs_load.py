@@ -1,4 +1,4 @@
-"""export.run.load_run: reading a training run directory."""
+"""keras_hpnet.runs.load_run: reading a training run directory."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from support import make_tiny_model, write_tiny_run
-from export.run import Run, RunError, load_run
+from keras_hpnet.runs import Run, RunError, load_run
 
 
 @pytest.fixture(scope="module")
