@@ -19,7 +19,9 @@ parity report compute the same metrics from the same pixels:
   (Zhong et al., CVPR 2017): `*_rerank`.
 - Attributes (on the `test` split of attribute datasets, query + gallery of
   re-id datasets): `mA`, `acc`, `prec`, `rec`, `f1`
-  (keras_hpnet.metrics.attribute_metrics) and a per-attribute table. Rows
+  (keras_hpnet.metrics.attribute_metrics) and a per-attribute table, and
+  attribute-search mAP for 1-, 2- and 3-attribute queries
+  (`attribute_query_mAP[_n]`, keras_hpnet.retrieval.query). Rows
   without labels (distractors, junk) are masked out of the attribute metrics;
   they still take part in the ranking.
 """
@@ -265,9 +267,26 @@ def _attribute_metrics(result, parts, split_name, cols, dataset_attributes, num_
     result.metrics.update({k: float(a[k]) for k in ATTRIBUTE_KEYS})
     result.per_attribute = a["per_attribute"]
     result.attribute_names = names
+    result.metrics.update(_attribute_query_metrics(probs[:, mcols], labels[:, dcols], names))
     result.attribute_split = split_name
     if len(cols) < max(num_attributes, len(dataset_attributes)):
         result.notes.append(f"attribute metrics on the {len(cols)} attribute(s) shared by model and dataset")
+
+
+def _attribute_query_metrics(probs, labels, names) -> dict:
+    """Attribute-search quality (docs/retrieval.md): mAP of the images ranked by
+    random seeded conjunctions of 1, 2 and 3 attributes, ground truth from the
+    labels (keras_hpnet.retrieval.query.attribute_query_map). Sizes no query of
+    which any image satisfies are left out."""
+    from keras_hpnet.retrieval.query import attribute_query_map
+
+    sizes = tuple(n for n in (1, 2, 3) if n <= len(names))
+    if not sizes:
+        return {}
+    aq = attribute_query_map(probs, labels, names, sizes=sizes)
+    out = {f"attribute_query_mAP_{n}": aq[str(n)]["mAP"] for n in sizes}
+    out["attribute_query_mAP"] = aq["mAP"]
+    return {k: float(v) for k, v in out.items() if np.isfinite(v)}
 
 
 def evaluate(predict_fn, dataset, *, input_size, num_attributes=0, attribute_names=None,

@@ -13,6 +13,8 @@ import sys
 
 import keras
 import numpy as np
+
+from keras_hpnet.retrieval.query import attribute_query_map
 import pytest
 from PIL import Image
 
@@ -187,7 +189,14 @@ def test_evaluate_run_matches_hand_computed_and_reference(hand_dataset):
         assert metrics[k] == pytest.approx(v, abs=1e-9), k
     # By hand: green pred (G>127) = q1 g1 g3 (g2 G=100 missed): pos 3/4, neg 3/3; blue (B>127) = q2 g2 g4: 3/3, 4/4.
     assert metrics["mA"] == pytest.approx(((3 / 4 + 1) / 2 + 1) / 2)
-    assert set(metrics) == {"rank1", "rank5", "rank10", "mAP", "mINP", "mA", "acc", "prec", "rec", "f1"}
+    # Attribute search over the same labelled rows: one-term and two-term conjunctions.
+    aq = attribute_query_map(colour_probs(labelled), np.array([r[4] for r in labelled]),
+                             ATTRS, sizes=(1, 2))
+    for n in ("1", "2"):
+        assert metrics[f"attribute_query_mAP_{n}"] == pytest.approx(aq[n]["mAP"], abs=1e-12)
+    assert 0.0 < metrics["attribute_query_mAP"] <= 1.0
+    assert set(metrics) == {"rank1", "rank5", "rank10", "mAP", "mINP", "mA", "acc", "prec", "rec", "f1",
+                            "attribute_query_mAP", "attribute_query_mAP_1", "attribute_query_mAP_2"}
     assert all(isinstance(v, float) for v in metrics.values())
 
 
@@ -303,6 +312,9 @@ def test_attribute_dataset_uses_test_split(tmp_path):
                            attribute_names=ATTRS)
     result = evaluate_model(ColourNet(num_attributes=2), ds)
     ref, terms = reference_attributes(colour_probs(test_rows), np.array([r[4] for r in test_rows]))
+    aq = attribute_query_map(colour_probs(test_rows), np.array([r[4] for r in test_rows]), ATTRS, sizes=(1, 2))
+    ref.update({"attribute_query_mAP": aq["mAP"], "attribute_query_mAP_1": aq["1"]["mAP"],
+                "attribute_query_mAP_2": aq["2"]["mAP"]})
     assert set(result.metrics) == set(ref)
     for k, v in ref.items():
         assert result.metrics[k] == pytest.approx(v, abs=1e-9), k

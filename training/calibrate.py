@@ -45,7 +45,7 @@ def run(run_dir: str, *, dataset=None, data_dir=None, target_fpr=1e-3, target_pr
     """Calibrate `run_dir`; returns the report written to RUN/calibration.json."""
     from keras_hpnet.retrieval import calibration as cal
     from keras_hpnet.viz import save_png
-    from training.evaluation import extract
+    from keras_hpnet.evaluation import extract, keras_predictor
 
     if not 0 < target_fpr < 1:
         raise ValueError(f"--target_fpr={target_fpr}: must be in (0, 1)")
@@ -57,8 +57,9 @@ def run(run_dir: str, *, dataset=None, data_dir=None, target_fpr=1e-3, target_pr
         raise ValueError(f"dataset {ds.name}: calibration needs 'query' and 'gallery' splits (a re-id dataset)")
     model = runs.load_run_model(run_dir)
     size = tuple(int(s) for s in model.input_size)
-    q = extract(model, ds.splits["query"], input_size=size, batch_size=batch_size)
-    g = extract(model, ds.splits["gallery"], input_size=size, batch_size=batch_size)
+    predict = keras_predictor(model)
+    q = extract(predict, ds.splits["query"], input_size=size, batch_size=batch_size)
+    g = extract(predict, ds.splits["gallery"], input_size=size, batch_size=batch_size)
     report, genuine, impostor = cal.calibrate(
         q["embedding"], q["pids"], q["camids"], g["embedding"], g["pids"], g["camids"], distance=distance,
         target_fpr=target_fpr, target_precision=target_precision, max_impostor_pairs=max_impostor_pairs,
