@@ -25,6 +25,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from keras_hpnet.cpu import describe  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -123,6 +124,7 @@ def main(argv=None):
                 md = ModelMetadata(name, h, w, model.embedding_dim, [f"a{i}" for i in range(na)])
                 calib = np.random.default_rng(1).integers(0, 256, (args.num_calibration, h, w, 3)).astype(np.uint8)
                 jobs.append((name, model, md, calib))
+        print(describe())
         print(f"batch 1, {args.runs} runs per format (interleaved), LiteRT threads {args.threads}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         print(f"{'model':<8} {'format':<20} {'size MB':>8} {'p50 ms':>8} {'p90 ms':>8}  kernels")

@@ -27,6 +27,7 @@ from tensorflow.python.framework.convert_to_constants import (  # noqa: E402
 
 import keras  # noqa: E402
 import keras_hpnet  # noqa: E402
+from keras_hpnet.cpu import describe  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["hacnn", "hatcnn", "mnet", "hpnet"], "models to measure")
@@ -124,6 +125,7 @@ def main(argv):
         print(f"{name}: done", flush=True)
     head = ("model", "input", "params", "params w/o cls", "GFLOPs", f"train img/s (b{FLAGS.batch_size})",
             "train CPU s/step", "1st step s", "infer b1 ms", "infer b64 img/s")
+    print(describe())
     print(f"policy {FLAGS.policy}, jit_compile {FLAGS.jit_compile}, load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
     print("| " + " | ".join(head) + " |")

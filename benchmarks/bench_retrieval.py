@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
 
 # One BLAS/OpenMP thread unless the environment says otherwise: the machine is
@@ -118,7 +117,9 @@ def main():
 
         faiss.omp_set_num_threads(args.threads)
     rows = []
-    print(f"CPU: {platform.processor() or platform.machine()}, faiss threads {args.threads}, dim {args.dim}")
+    from keras_hpnet.cpu import describe
+
+    print(f"{describe()}; faiss threads {args.threads}, dim {args.dim}")
     header = (f"{'index':<22} {'size':>8} {'build s':>8} {'MB':>8} {'x smaller':>9} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'batch q/s':>9} {'R@1':>6} {'R@10':>6}")
     print(header)

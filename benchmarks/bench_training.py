@@ -23,6 +23,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from keras_hpnet.cpu import describe  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WORKER = r"""
@@ -94,6 +97,7 @@ def main():
     p.add_argument("--no_cache", action="store_true", help="decode JPEGs every step instead of caching")
     args = p.parse_args()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    print(describe())
     print(f"batch {args.batch_size}, {args.steps} timed steps, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     print("| model | strategy | precision | replicas | img/s | input_wait | CPU s/step | 1st step s | load |")

@@ -146,3 +146,19 @@ def test_plan_follows_the_model_spec(tmp_path):
     plan = fit.make_plan(resolve_config({"model": "mnet", "input_height": 96, "input_width": 48}),
                          _dataset(tmp_path), replicas=2, steps_per_epoch=5)
     assert plan.input_size == (96, 48) and plan.options("schedule")["strategy_replicas"] == 2
+
+
+def test_cpu_description_names_the_isa(tmp_path, monkeypatch):
+    """Benchmarks' header line: the ISA flags figures depend on, and kernel overrides."""
+    from keras_hpnet import cpu
+
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("model name\t: Some EPYC\nflags\t\t: fpu sse avx2 fma\n")
+    amx = tmp_path / "amx"
+    amx.write_text("model name\t: Some Xeon\nflags\t\t: avx2 fma avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8\n")
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    line = cpu.describe(str(avx2))
+    assert "Some EPYC" in line and "ISA: AVX2 FMA;" in line and "TF_ENABLE_ONEDNN_OPTS=0" in line
+    assert cpu.isa_summary(str(amx)) == "AVX2 FMA AVX-512 AVX512-VNNI AVX512-BF16 AMX-BF16 AMX-INT8"
+    assert cpu.has_native_bfloat16(str(amx)) and not cpu.has_native_bfloat16(str(avx2))
+    assert cpu.isa_summary(str(tmp_path / "missing")) == "unknown"

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 
+from keras_hpnet.cpu import has_native_bfloat16
 from keras_hpnet.model_spec import available_models, flag_options, spec
 
 MODELS = tuple(available_models())  # the registered networks (the --model choices)
@@ -28,17 +29,8 @@ ATTRIBUTE_WEIGHTINGS = ("auto", "none", "ratio", "balanced")
 
 
 def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
-    """True when the CPU has AMX-BF16 or AVX512-BF16 (oneDNN then runs bf16
-    convolutions natively; elsewhere bf16 is emulated and slower than float32)."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
-    except OSError:
-        pass
-    return False
+    """True when the CPU has AMX-BF16 or AVX512-BF16 (keras_hpnet.cpu)."""
+    return has_native_bfloat16(cpuinfo)
 
 
 class ConfigError(ValueError):
