@@ -58,6 +58,7 @@ def configs(n, dim):
             ("faiss flat", "flat", "faiss", {}, [{}]),
             ("hnsw M32", "hnsw", "faiss", {"hnsw_m": 32}, [{"ef_search": 32}, {"ef_search": 64}, {"ef_search": 128}]),
             (f"ivf{nlist} sq8", "ivf_sq8", "faiss", {"nlist": nlist}, [{"nprobe": 8}, {"nprobe": 16}, {"nprobe": 64}]),
+            (f"ivf{nlist} sq6", "ivf_sq6", "faiss", {"nlist": nlist}, [{"nprobe": 16}, {"nprobe": 32}]),
             (f"ivf{nlist} pq{dim // 8}", "ivf_pq", "faiss", {"nlist": nlist, "pq_m": dim // 8}, [{"nprobe": 16}]),
         ]
     return out
@@ -105,7 +106,7 @@ def main():
     parser.add_argument("--num_queries", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", default="",
-                        help="comma-separated kinds (flat,hnsw,ivf_sq8,ivf_pq) or numpy/faiss (default: all)")
+                        help="comma-separated kinds (flat,hnsw,ivf_sq8,ivf_sq6,ivf_pq) or numpy/faiss (default: all)")
     parser.add_argument("--pq_max_size", type=int, default=20000,
                         help="skip ivf_pq above this size (its k-means training is slow on 2 cores)")
     parser.add_argument("--first_add", type=int, default=None,
