@@ -388,3 +388,31 @@ def test_real_model_export_serve_parity(tmp_path):
     # Exported == inference mode, not training mode (the BatchNorm trap).
     trained = np.asarray(model(x.astype(np.float32), training=True)["embedding"])
     assert np.abs(trained - want["embedding"]).max() > 1e-3
+
+
+def test_evaluation_through_the_grpc_client_equals_keras(served, tmp_path):
+    """One evaluation protocol for every predictor (keras_hpnet.evaluation): a
+    served model queried through the official gRPC stubs scores exactly as the
+    Keras model it was exported from."""
+    from PIL import Image
+
+    from keras_hpnet.datasets.base import PedestrianDataset, Record
+    from keras_hpnet.evaluation import callable_predictor, evaluate, evaluate_model
+
+    run, _, server = served
+    rng = np.random.default_rng(7)
+    records = {"query": [], "gallery": []}
+    for i in range(12):
+        split = "query" if i % 3 == 0 else "gallery"
+        path = str(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (H + 7, W + 3, 3), dtype=np.uint8)).save(path)
+        records[split].append(Record(path, i % 4, i // 6, rng.integers(0, 2, 3).astype(np.uint8)))
+    names = run.metadata.attribute_names  # the run's: attr0..attr2
+    ds = PedestrianDataset("served", {"train": records["gallery"], **records}, kind="reid", attribute_names=names)
+    want = evaluate_model(run.model, ds, attribute_names=names, batch_size=5).metrics
+    with GrpcClient(f"127.0.0.1:{server.port}", "tiny", timeout_s=20, batch_size=4) as c:
+        got = evaluate(callable_predictor(c.predict), ds, input_size=(H, W), num_attributes=3,
+                       attribute_names=names, batch_size=5).metrics
+    assert set(got) == set(want) and {"rank1", "mAP", "mA"} <= set(got)
+    for k in want:
+        assert got[k] == pytest.approx(want[k], abs=1e-6), k
