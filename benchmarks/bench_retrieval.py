@@ -4,16 +4,20 @@
 
 Clustered synthetic embeddings (identities = Gaussian clusters, L2-normalised
 like re-id features); ground truth = exact top-10 by numpy brute force. For
-numpy brute force and each faiss kind: build seconds, bytes of the vector
-store (and x smaller than float32), p50/p99 single-query latency through
-GalleryIndex.search, batch throughput, recall@1 and recall@10 against exact.
-`--threads` sets faiss's OpenMP threads (default 1: the machine is shared).
+numpy brute force and each faiss kind: build seconds, RAM bytes of the vector
+store (codes + ids + quantizer; x smaller than float32), bytes on disk (the
+float32 vectors file of the refined kinds, "rf": exact re-ranking of
+k * refine_factor candidates, written to --vectors_dir), p50/p99 single-query
+latency through GalleryIndex.search, batch throughput, recall@1 and recall@10
+against exact. `--threads` sets faiss's OpenMP threads (default 1: the machine
+is shared).
 """
 
 import argparse
 import json
 import math
 import os
+import tempfile
 import time
 
 # One BLAS/OpenMP thread unless the environment says otherwise: the machine is
@@ -46,7 +50,7 @@ def exact_top(gallery, q, k):
     return _brute_force(q, gallery, k)[1]
 
 
-SHORT = {"ef_search": "ef", "nprobe": "np"}
+SHORT = {"ef_search": "ef", "nprobe": "np", "refine_factor": "rf"}
 
 
 def configs(n, dim):
@@ -59,12 +63,22 @@ def configs(n, dim):
             ("hnsw M32", "hnsw", "faiss", {"hnsw_m": 32}, [{"ef_search": 32}, {"ef_search": 64}, {"ef_search": 128}]),
             (f"ivf{nlist} sq8", "ivf_sq8", "faiss", {"nlist": nlist}, [{"nprobe": 8}, {"nprobe": 16}, {"nprobe": 64}]),
             (f"ivf{nlist} sq6", "ivf_sq6", "faiss", {"nlist": nlist}, [{"nprobe": 16}, {"nprobe": 32}]),
+            (f"ivf{nlist} sq6 refine", "ivf_sq6", "faiss", {"nlist": nlist, "vectors_path": True},
+             [{"nprobe": 16, "refine_factor": 4}, {"nprobe": 16, "refine_factor": 8},
+              {"nprobe": 32, "refine_factor": 8}]),
             (f"ivf{nlist} pq{dim // 8}", "ivf_pq", "faiss", {"nlist": nlist, "pq_m": dim // 8}, [{"nprobe": 16}]),
+            (f"ivf{nlist} pq{dim // 8} refine", "ivf_pq", "faiss",
+             {"nlist": nlist, "pq_m": dim // 8, "vectors_path": True},
+             [{"nprobe": 16, "refine_factor": 4}, {"nprobe": 16, "refine_factor": 8}]),
         ]
     return out
 
 
-def bench(name, kind, backend, params, variants, gallery, q, truth, k=10, num_single=200, first_add=None):
+def bench(name, kind, backend, params, variants, gallery, q, truth, k=10, num_single=200, first_add=None,
+          vectors_dir=None):
+    params = dict(params)
+    if params.pop("vectors_path", False):  # the refined kinds: float32 vectors in a file, not in RAM
+        params["vectors_path"] = os.path.join(vectors_dir, f"{kind}_{len(gallery)}.f32")
     ix = GalleryIndex(gallery.shape[1], kind, backend=backend, **params)
     t = time.perf_counter()
     step = first_add or len(gallery)  # IVF kinds train on the first add
@@ -88,10 +102,11 @@ def bench(name, kind, backend, params, variants, gallery, q, truth, k=10, num_si
         r1 = float(np.mean([g[:1] == t[:1].tolist() for g, t in zip(got, truth)]))
         r10 = float(np.mean([len(set(g) & set(t.tolist())) / k for g, t in zip(got, truth)]))
         base = f"ivf{ix.params['nlist']} {name.split(' ', 1)[1]}" if kind.startswith("ivf") else name  # as built
+        base = base.replace(" refine", "")  # the rf<r> suffix says it
         label = base + "".join(f" {SHORT[k]}{v}" for k, v in variant.items())
         rows.append({"index": label, "kind": kind, "backend": backend, "size": len(gallery),
                      "dim": gallery.shape[1], "build_s": round(build, 3), "bytes": nbytes,
-                     "x_smaller": round(gallery.nbytes / max(nbytes, 1), 2),
+                     "x_smaller": round(gallery.nbytes / max(nbytes, 1), 2), "disk_bytes": ix.vectors_nbytes(),
                      "p50_ms": round(float(np.percentile(lat, 50)), 3),
                      "p99_ms": round(float(np.percentile(lat, 99)), 3), "batch_qps": round(len(q) / batch, 1),
                      "recall_at_1": round(r1, 4), "recall_at_10": round(r10, 4),
@@ -112,18 +127,29 @@ def main():
     parser.add_argument("--first_add", type=int, default=None,
                         help="add the gallery in batches of this size (IVF kinds train on the first)")
     parser.add_argument("--json", default=None, help="write the rows here")
+    parser.add_argument("--vectors_dir", default=None,
+                        help="where the refined kinds write their float32 vectors file (default: a temporary "
+                             "directory, removed at the end)")
     args = parser.parse_args()
     if faiss_available():
         import faiss
 
         faiss.omp_set_num_threads(args.threads)
-    rows = []
     from keras_hpnet.cpu import describe
 
     print(f"{describe()}; faiss threads {args.threads}, dim {args.dim}")
-    header = (f"{'index':<22} {'size':>8} {'build s':>8} {'MB':>8} {'x smaller':>9} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'batch q/s':>9} {'R@1':>6} {'R@10':>6}")
+    header = (f"{'index':<22} {'size':>8} {'build s':>8} {'RAM MB':>8} {'x smaller':>9} {'disk MB':>8} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'batch q/s':>9} {'R@1':>6} {'R@10':>6}")
     print(header)
+    with tempfile.TemporaryDirectory(dir=args.vectors_dir) as vectors_dir:
+        rows = run(args, vectors_dir)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+def run(args, vectors_dir):
+    rows = []
     for n in [int(s) for s in args.sizes.split(",") if s]:
         gallery, centres = clustered(n, args.dim, seed=0)
         q = queries_near(centres, args.num_queries, args.dim, seed=1)
@@ -134,15 +160,14 @@ def main():
             if kind == "ivf_pq" and n > args.pq_max_size:
                 print(f"{name:<22} {n:>8} skipped (--pq_max_size {args.pq_max_size})", flush=True)
                 continue
-            for row in bench(name, kind, backend, params, variants, gallery, q, truth, first_add=args.first_add):
+            for row in bench(name, kind, backend, params, variants, gallery, q, truth, first_add=args.first_add,
+                             vectors_dir=vectors_dir):
                 rows.append(row)
                 print(f"{row['index']:<22} {n:>8} {row['build_s']:>8.2f} {row['bytes'] / 2**20:>8.1f} "
-                      f"{row['x_smaller']:>9.2f} "
+                      f"{row['x_smaller']:>9.2f} {row['disk_bytes'] / 2**20:>8.1f} "
                       f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} {row['batch_qps']:>9.1f} "
                       f"{row['recall_at_1']:>6.3f} {row['recall_at_10']:>6.3f}", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    return rows
 
 
 if __name__ == "__main__":

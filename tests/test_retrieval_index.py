@@ -269,3 +269,118 @@ def test_attribute_search_picture(tmp_path, capsys):
     out = str(tmp_path / "search.png")
     assert main(["search", "--gallery", str(tmp_path / "g"), "--attributes", "hat", "--picture", out]) == 0
     assert Image.open(out).size[0] > 100 and "picture:" in capsys.readouterr().err
+
+
+# -- exact re-ranking from an on-disk vectors file ("refine") -----------------------------------------------------
+def build_refined(tmp_path, kind, x, name="g.f32", **kw):
+    return build(kind, "faiss", x, vectors_path=str(tmp_path / name), **kw)
+
+
+@pytest.mark.parametrize("kind", ["ivf_sq6", "ivf_pq"])
+def test_refine_recall_and_equality_with_exact_search(tmp_path, kind):
+    x = clustered(3000)
+    q = clustered(50, seed=7)
+    dist = euclidean_distance(q, x)
+    truth = np.argsort(dist, axis=1, kind="stable")
+    ix = build_refined(tmp_path, kind, x)
+    assert ix.vectors_nbytes() == 3000 * D * 4 and os.path.getsize(tmp_path / "g.f32") == 3000 * D * 4
+    plain = recall_at(ix, q, truth, 10)
+    ix.params["refine_factor"] = 8
+    refined = recall_at(ix, q, truth, 10)
+    assert refined >= plain and refined > 0.95, (kind, plain, refined)
+    # every cell searched: where the 80 candidates by the codes hold the true top-10, refine IS exact search
+    ix.params.update(nprobe=ix.params["nlist"], refine_factor=0)
+    candidates = [{h.slot for h in row} for row in ix.search(q, 80)]
+    covered = [i for i, c in enumerate(candidates) if set(truth[i, :10]) <= c]
+    assert len(covered) >= (50 if kind == "ivf_sq6" else 35), len(covered)
+    ix.params["refine_factor"] = 8
+    hits = ix.search(q, 10)
+    for i in covered:
+        assert [h.slot for h in hits[i]] == truth[i, :10].tolist()
+        assert [h.distance for h in hits[i]] == pytest.approx(dist[i, truth[i, :10]].tolist(), abs=1e-4)
+    # inside a filter: exact search over camera 2 only
+    cam = np.flatnonzero(ix.cameras == 2)
+    hits = ix.search(q[:5], 10, cameras=[2])
+    for i, row in enumerate(hits):
+        assert [h.slot for h in row] == cam[np.argsort(dist[i, cam], kind="stable")[:10]].tolist()
+
+
+def test_refine_cosine_distances(tmp_path):
+    x = clustered(2000)
+    q = clustered(5, seed=3)
+    ix = GalleryIndex(D, "ivf_sq6", metric="cosine", vectors_path=str(tmp_path / "v.f32"), refine_factor=8)
+    ix.add(x, range(2000))
+    ix.params["nprobe"] = ix.params["nlist"]
+    got = np.array([[h.distance for h in row] for row in ix.search(q, 5)])
+    assert got == pytest.approx(np.sort(cosine_distance(q, x), axis=1)[:, :5], abs=1e-5)
+
+
+def test_refine_persistence_and_add_remove_after_reload(tmp_path):
+    x = clustered(1200)
+    ix = build_refined(tmp_path, "ivf_sq6", x[:1000], refine_factor=4)
+    ix.remove(identity="id3")
+    path = ix.save(str(tmp_path / "g.npz"))
+    with np.load(path) as z:
+        record = json.loads(str(z["header"]))["vectors"]
+    assert record["file"] == "g.f32" and (record["rows"], record["dim"], record["dtype"]) == (1000, D, "float32")
+    back = GalleryIndex.load(path)
+    assert back.params["refine_factor"] == 4 and back.vectors_path == str(tmp_path / "g.f32")
+    # RAM: codes + ids (32-d: 24 + 8 bytes a vector) and the quantizer; the float32 vectors are on disk
+    assert back.nbytes() == ix.nbytes() and back.nbytes() * 3 < back.vectors_nbytes()
+    a = [[(h.slot, round(h.distance, 5)) for h in row] for row in ix.search(x[:10], 5)]
+    assert [[(h.slot, round(h.distance, 5)) for h in row] for row in back.search(x[:10], 5)] == a
+    assert all(h.identity != "id3" for row in back.search(x[:200], 10) for h in row)
+    # add and remove after the reload: the vectors file grows in step with the slots
+    slots = back.add(x[1000:], [f"new{i}" for i in range(200)])
+    assert slots.tolist() == list(range(1000, 1200)) and os.path.getsize(tmp_path / "g.f32") == 1200 * D * 4
+    hits = back.search(x[1000:1010], 1)
+    assert [(row[0].slot, row[0].distance) for row in hits] == [(1000 + i, 0.0) for i in range(10)]
+    back.remove(slots=[1000])
+    assert back.search(x[1000], 1)[0][0].slot != 1000
+    # the first file still loads (it checks its own 1000 rows), and adding to it overwrites the rows after them
+    old = GalleryIndex.load(path)
+    assert old.num_slots == 1000 and old.search(x[:10], 5) == ix.search(x[:10], 5)
+    again = back.save(str(tmp_path / "g2.npz"))
+    old.add(x[1100:], [f"other{i}" for i in range(100)])
+    assert os.path.getsize(tmp_path / "g.f32") == 1100 * D * 4 and old.search(x[1100], 1)[0][0].slot == 1000
+    with pytest.raises(IndexFormatError, match="truncated"):
+        GalleryIndex.load(again)  # g2.npz named 1200 rows; the shared file now has 1100
+    # moved together: the recorded name is relative to the index file; vectors_path= finds a moved file
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    os.replace(path, moved / "g.npz")
+    os.replace(tmp_path / "g.f32", moved / "g.f32")
+    assert GalleryIndex.load(str(moved / "g.npz")).search(x[:10], 5) == ix.search(x[:10], 5)
+    os.replace(moved / "g.f32", tmp_path / "elsewhere.f32")
+    back = GalleryIndex.load(str(moved / "g.npz"), vectors_path=str(tmp_path / "elsewhere.f32"))
+    assert back.search(x[:10], 5) == ix.search(x[:10], 5)
+
+
+def test_refine_vectors_file_errors(tmp_path):
+    x = clustered(600)
+    ix = build_refined(tmp_path, "ivf_sq8", x, refine_factor=4)
+    path = ix.save(str(tmp_path / "g.npz"))
+    vec = tmp_path / "g.f32"
+    data = vec.read_bytes()
+    vec.unlink()
+    with pytest.raises(FileNotFoundError, match=r"vectors file .*g\.f32 .*is missing"):
+        GalleryIndex.load(path)
+    vec.write_bytes(data[: len(data) - 4 * D])
+    with pytest.raises(IndexFormatError, match=r"g\.f32 has \d+ bytes, needs \d+ .*truncated"):
+        GalleryIndex.load(path)
+    vec.write_bytes(clustered(600, seed=5).tobytes())  # same size, another gallery's vectors
+    with pytest.raises(IndexFormatError, match="does not match the index"):
+        GalleryIndex.load(path)
+    vec.write_bytes(data)
+    _rewrite(path, header={"vectors": {"file": "g.f32", "rows": 600, "dim": 64, "dtype": "float32",
+                                       "fingerprint": ""}})
+    with pytest.raises(IndexFormatError, match="vectors record says 600 x 64 float32"):
+        GalleryIndex.load(path)
+    with pytest.raises(ValueError, match="refine_factor needs vectors_path"):
+        GalleryIndex(D, "ivf_sq6", refine_factor=4)
+    with pytest.raises(ValueError, match="only the ivf kinds, not 'hnsw'"):
+        GalleryIndex(D, "hnsw", vectors_path=str(tmp_path / "h.f32"))
+    plain = build("ivf_sq6", "faiss", x)
+    plain.params["refine_factor"] = 4
+    with pytest.raises(ValueError, match="keeps no float32 vectors"):
+        plain.search(x[0], 3)

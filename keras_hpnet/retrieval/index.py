@@ -17,6 +17,14 @@ Kinds (`KINDS`):
 - ``ivf_pq``: inverted file with product quantisation (`pq_m` sub-vectors of
   8 bits, Jegou et al., TPAMI 2011): D / pq_m x 4 times smaller.
 
+Exact re-ranking ("refine", IVF kinds): with ``vectors_path=`` the float32
+vectors also go to a raw file beside the index (row = slot, appended on
+`add`), read back through ``np.memmap`` only for the candidates; with
+``refine_factor=r`` a search takes the ``k * r`` nearest by the compressed
+codes and re-ranks them by exact distance from that file, so RAM holds the
+codes and ids only (`nbytes`) and the float32 copy stays on disk
+(`vectors_nbytes`).
+
 IVF kinds are trained (k-means) on the first `add`; `nlist` is lowered to
 fit a small first batch (>= 39 vectors per cell) and ``ivf_pq`` needs at
 least 256 vectors. Distances are Euclidean (``metric="euclidean"``) or
@@ -34,7 +42,14 @@ kinds search inside the filter).
 metric, dim, parameters, model name, sha256 of the faiss bytes) and the
 arrays. `load` checks the header, the format version, every array's shape and
 the checksum before any byte reaches faiss, so a corrupt or older file gives
-an `IndexFormatError`, never a crash in native code.
+an `IndexFormatError`, never a crash in native code. With a vectors file the
+header records its name (relative to the index file), rows, dim, dtype and a
+fingerprint (sha256 of its size and of 257 evenly spaced rows); `load` refuses
+a missing (FileNotFoundError), short or different vectors file
+(IndexFormatError). `add` writes rows at their slots (cutting off any rows
+after them) and `save` fsyncs the file before the index file names it, so a
+saved index stays valid while rows are added after it; removed slots stay in
+the file, masked by `alive` and dropped from the codes.
 """
 
 from __future__ import annotations
@@ -43,6 +58,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -54,9 +70,10 @@ KINDS = ("flat", "hnsw", "ivf_sq8", "ivf_sq6", "ivf_pq")
 _SQ_CODES = {"ivf_sq8": "QT_8bit", "ivf_sq6": "QT_6bit"}
 METRICS = ("euclidean", "cosine")
 DEFAULT_PARAMS = {"hnsw_m": 32, "ef_construction": 80, "ef_search": 64, "nlist": 1024, "nprobe": 16,
-                  "pq_m": 32}
+                  "pq_m": 32, "refine_factor": 0}
 _MIN_PER_CELL = 39  # faiss warns below 39 training points per k-means centroid
 _PQ_MIN_TRAIN = 256  # 2^8 centroids per PQ sub-quantizer
+_FINGERPRINT_ROWS = 257
 
 
 class IndexFormatError(ValueError):
@@ -124,7 +141,7 @@ class GalleryIndex:
     """Gallery embeddings with metadata and a search structure (see the module docstring)."""
 
     def __init__(self, dim: int, kind: str = "flat", *, metric: str = "euclidean", backend: str = "auto",
-                 attribute_names=(), model_name: str = "", **params):
+                 attribute_names=(), model_name: str = "", vectors_path: str | None = None, **params):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if metric not in METRICS:
@@ -147,6 +164,15 @@ class GalleryIndex:
         self.params = {**DEFAULT_PARAMS, **{k: int(v) for k, v in params.items()}}
         if kind == "ivf_pq" and self.dim % self.params["pq_m"]:
             raise ValueError(f"ivf_pq: dim {self.dim} is not a multiple of pq_m={self.params['pq_m']}")
+        if (vectors_path is not None or self.params["refine_factor"]) and not kind.startswith("ivf_"):
+            raise ValueError("vectors_path / refine_factor re-rank compressed codes: only the ivf kinds, "
+                             f"not {kind!r}")
+        if self.params["refine_factor"] < 0:
+            raise ValueError(f"refine_factor must be >= 0, got {self.params['refine_factor']}")
+        if self.params["refine_factor"] and vectors_path is None:
+            raise ValueError("refine_factor needs vectors_path= (the raw float32 file the exact re-ranking reads)")
+        self.vectors_path = None if vectors_path is None else os.path.abspath(vectors_path)
+        self._disk = None  # read-only np.memmap [slots, D] of vectors_path
         self.attribute_names = [str(n) for n in attribute_names]
         self.model_name = str(model_name)
         self._index = None  # faiss index (ids = slots), built on the first add
@@ -168,10 +194,42 @@ class GalleryIndex:
         return len(self.alive)
 
     def nbytes(self) -> int:
-        """Bytes of the vector store (faiss serialised index or numpy array), metadata excluded."""
+        """RAM bytes of the vector store (faiss serialised index: codes, ids, quantizer; or the numpy
+        array), per-vector metadata excluded; the on-disk vectors of `vectors_path` are `vectors_nbytes`."""
         if self.backend == "numpy":
             return int(self._vectors.nbytes)
         return 0 if self._index is None else int(len(_faiss().serialize_index(self._index)))
+
+    def vectors_nbytes(self) -> int:
+        """Bytes of the float32 vectors kept on disk for exact re-ranking (0 without `vectors_path`)."""
+        return 0 if self.vectors_path is None else self.num_slots * self.dim * 4
+
+    # -- the on-disk vectors (refine) ----------------------------------------------------
+    def _append_vectors(self, vectors):
+        """Write rows num_slots.. of the vectors file (anything after them, e.g. rows added after the last
+        save and then discarded by a reload, is cut off) and re-open the memmap."""
+        path, offset = self.vectors_path, self.num_slots * self.dim * 4
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        if size < offset:
+            raise IndexFormatError(f"vectors file {path}: {size // (4 * self.dim)} rows, the index has "
+                                   f"{self.num_slots} slots (truncated?)")
+        with open(path, "r+b" if os.path.exists(path) else "wb") as f:
+            f.seek(offset)
+            f.write(np.ascontiguousarray(vectors, np.float32).tobytes())
+            f.truncate()
+        self._open_vectors(self.num_slots + len(vectors))
+
+    def _open_vectors(self, rows):
+        self._disk = (np.memmap(self.vectors_path, np.float32, "r", shape=(rows, self.dim)) if rows else None)
+
+    def _vectors_record(self, index_path) -> dict | None:
+        if self.vectors_path is None:
+            return None
+        with open(self.vectors_path, "rb" if os.path.exists(self.vectors_path) else "wb") as f:
+            os.fsync(f.fileno())  # the rows reach the disk before an index file names them
+        return {"file": os.path.relpath(self.vectors_path, os.path.dirname(os.path.abspath(index_path))),
+                "rows": self.num_slots, "dim": self.dim, "dtype": "float32",
+                "fingerprint": _fingerprint(self._disk, self.num_slots, self.dim)}
 
     # -- building -----------------------------------------------------------------------
     def _new_faiss_index(self, train):
@@ -229,6 +287,8 @@ class GalleryIndex:
                 raise ValueError(f"attributes: {attrs.shape[1]} per vector, the index has {na} attribute_names")
         vectors = _normalized(x) if self.metric == "cosine" else x
         slots = np.arange(self.num_slots, self.num_slots + n, dtype=np.int64)
+        if self.vectors_path is not None:
+            self._append_vectors(vectors)
         if self.backend == "numpy":
             self._vectors = np.concatenate([self._vectors, vectors])
         else:
@@ -362,6 +422,14 @@ class GalleryIndex:
             params = faiss.SearchParametersIVF(nprobe=min(p["nprobe"], p["nlist"]), **kwargs)
         else:
             params = faiss.SearchParameters(**kwargs) if kwargs else None
+        refine = p["refine_factor"] if self.kind.startswith("ivf_") else 0
+        if refine:
+            if self._disk is None:
+                raise ValueError("refine_factor needs vectors_path= (the index keeps no float32 vectors)")
+            searchable = self._index.ntotal if mask is None else int(mask.sum())
+            _, slots = self._index.search(q, min(k * refine, searchable), params=params)
+            del bits  # as below
+            return _exact_rerank(q, slots, self._disk, k)
         dist, slots = self._index.search(q, k, params=params)
         del bits  # the selector reads it during the search only
         return dist, slots
@@ -372,11 +440,12 @@ class GalleryIndex:
         return self._norms
 
     # -- persistence --------------------------------------------------------------------
-    def _header(self, index_bytes) -> dict:
+    def _header(self, index_bytes, index_path) -> dict:
         return {"format_version": INDEX_FORMAT_VERSION, "kind": self.kind, "metric": self.metric, "dim": self.dim,
                 "params": self.params, "attribute_names": self.attribute_names, "model_name": self.model_name,
                 "num_slots": self.num_slots, "store": "vectors" if self._stores_vectors() else "faiss",
-                "sha256": hashlib.sha256(index_bytes.tobytes()).hexdigest()}
+                "sha256": hashlib.sha256(index_bytes.tobytes()).hexdigest(),
+                "vectors": self._vectors_record(index_path)}
 
     def _stores_vectors(self) -> bool:
         # flat indexes keep raw vectors in the file, so either backend can read them
@@ -400,7 +469,7 @@ class GalleryIndex:
             index_bytes = (_faiss().serialize_index(self._index) if self._index is not None
                            else np.zeros(0, np.uint8))
         buf = io.BytesIO()
-        np.savez(buf, header=np.array(json.dumps(self._header(index_bytes))), index=index_bytes,
+        np.savez(buf, header=np.array(json.dumps(self._header(index_bytes, path))), index=index_bytes,
                  identities=self.identities, cameras=self.cameras, timestamps=self.timestamps, paths=self.paths,
                  attributes=self.attributes, alive=self.alive)
         write_bytes_atomic(path, buf.getvalue())
@@ -408,11 +477,13 @@ class GalleryIndex:
 
     @classmethod
     def load(cls, path: str, *, backend: str = "auto", dim: int | None = None,
-             model_name: str | None = None) -> "GalleryIndex":
+             model_name: str | None = None, vectors_path: str | None = None) -> "GalleryIndex":
         """Read an index written by `save`; IndexFormatError for anything unexpected.
 
         `dim` / `model_name`: what the caller's model produces; a gallery made
-        with another model is refused.
+        with another model is refused. `vectors_path`: where the re-ranking
+        vectors file is when it moved (default: the name the header records,
+        beside the index file).
         """
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -460,8 +531,11 @@ class GalleryIndex:
         saved_model = str(header.get("model_name", ""))
         if model_name and saved_model and model_name != saved_model:
             raise ValueError(f"gallery index {path}: made with model {saved_model!r}, not {model_name!r}")
+        disk = _check_vectors_file(path, header.get("vectors"), vectors_path, n, d)
         self = cls(d, kind, metric=metric, backend=backend, attribute_names=names, model_name=saved_model,
-                   **{k: v for k, v in params.items() if k in DEFAULT_PARAMS})
+                   vectors_path=disk, **{k: v for k, v in params.items() if k in DEFAULT_PARAMS})
+        if disk is not None:
+            self._open_vectors(n)
         self.params.update({k: int(v) for k, v in params.items() if k in DEFAULT_PARAMS})
         alive = arrays["alive"].astype(bool)
         if store == "vectors":
@@ -495,6 +569,58 @@ class GalleryIndex:
                 return "header.npy" in zf.namelist()
         except (OSError, zipfile.BadZipFile):
             return False
+
+
+def _fingerprint(vectors, rows, dim) -> str:
+    """sha256 of (rows, dim) and of `_FINGERPRINT_ROWS` evenly spaced rows of `vectors` (a memmap: cheap)."""
+    h = hashlib.sha256(f"{rows}x{dim}".encode())
+    if rows:
+        picks = np.unique(np.linspace(0, rows - 1, min(rows, _FINGERPRINT_ROWS)).astype(np.int64))
+        h.update(np.ascontiguousarray(vectors[picks], np.float32).tobytes())
+    return h.hexdigest()
+
+
+def _check_vectors_file(index_path, record, override, rows, dim) -> str | None:
+    """The vectors file of an index header's `vectors` record, checked; None when the index has none."""
+    if record is None:
+        return None
+    try:
+        name, rec_rows, rec_dim = str(record["file"]), int(record["rows"]), int(record["dim"])
+        dtype, digest = str(record["dtype"]), str(record["fingerprint"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise IndexFormatError(f"gallery index {index_path}: bad vectors record ({type(e).__name__}: {e})") from None
+    if (rec_rows, rec_dim, dtype) != (rows, dim, "float32"):
+        raise IndexFormatError(f"gallery index {index_path}: vectors record says {rec_rows} x {rec_dim} {dtype}, "
+                               f"the index has {rows} x {dim} float32")
+    path = override or os.path.join(os.path.dirname(os.path.abspath(index_path)), name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"gallery index {index_path}: its vectors file {path} (float32 vectors for exact "
+                                "re-ranking) is missing; pass vectors_path= if it moved")
+    size, need = os.path.getsize(path), rows * dim * 4
+    if size < need:
+        raise IndexFormatError(f"gallery index {index_path}: vectors file {path} has {size} bytes, needs {need} "
+                               f"({rows} x {dim} float32): truncated")
+    mapped = np.memmap(path, np.float32, "r", shape=(rows, dim)) if rows else None
+    if _fingerprint(mapped, rows, dim) != digest:
+        raise IndexFormatError(f"gallery index {index_path}: vectors file {path} does not match the index "
+                               "(another gallery's vectors, or overwritten)")
+    return path
+
+
+def _exact_rerank(q, candidates, vectors, k):
+    """Re-rank each query's candidate slots (-1 = none) by exact squared L2 to `vectors[slot]`:
+    (distances, slots) `[Q, k]`, ties by slot, slot -1 / inf where fewer candidates."""
+    dist = np.full((len(q), k), np.inf, np.float32)
+    slots = np.full((len(q), k), -1, np.int64)
+    for i, row in enumerate(candidates):
+        cand = np.sort(row[row >= 0])  # ascending offsets: sequential reads of the file
+        if not len(cand):
+            continue
+        diff = np.asarray(vectors[cand]) - q[i]
+        d = np.einsum("ij,ij->i", diff, diff)
+        order = np.lexsort((cand, d))[:k]
+        dist[i, : len(order)], slots[i, : len(order)] = d[order], cand[order]
+    return dist, slots
 
 
 def faiss_ids(index) -> np.ndarray:
