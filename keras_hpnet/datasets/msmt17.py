@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import re
 
-from keras_hpnet.datasets.base import DataReport, DatasetError, PedestrianDataset, Record, SkipCounter, relabel, require_dir
+from keras_hpnet.datasets.base import (
+    DataReport, DatasetError, PedestrianDataset, Record, SkipCounter, relabel, require_dir)
 
 NUM_CAMERAS = 15
 VERSIONS = ("MSMT17_V1", "MSMT17_V2", "MSMT17")
