@@ -23,7 +23,7 @@ from keras_hpnet.datasets.base import (
     DataReport, DatasetError, PedestrianDataset, Record, SkipCounter, relabel, require_dir)
 
 NUM_CAMERAS = 15
-VERSIONS = ("MSMT17_V1", "MSMT17_V2", "MSMT17")
+VERSIONS = ("MSMT17_V1", "MSMT17_V2", "MSMT17", "msmt17")  # release names; torchreid keeps it in msmt17/
 IMAGE_FOLDERS = {"train": ("train", "mask_train_v2"), "test": ("test", "mask_test_v2")}
 LISTS = {"train": ("list_train.txt", "train"), "val": ("list_val.txt", "train"),
          "query": ("list_query.txt", "test"), "gallery": ("list_gallery.txt", "test")}
