@@ -2,8 +2,8 @@
 
 `load(name, root=None, **options)` -> :class:`PedestrianDataset` whose splits
 are lists of :class:`Record` (path, pid, camid, attributes). Names:
-`market1501`, `dukemtmc`, `pa100k`, `custom`, `synthetic` (default data,
-Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
+`market1501`, `dukemtmc`, `msmt17`, `pa100k`, `peta`, `custom`, `synthetic`
+(default data, Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
 attribute-only variant). What was skipped: `dataset.report`, written by
 `write_report(dataset, path)`. Numpy/scipy/Pillow only: no TensorFlow.
 """
@@ -16,19 +16,23 @@ from keras_hpnet.datasets.baseline import raw_pixel_baseline
 from keras_hpnet.datasets.custom import load_custom
 from keras_hpnet.datasets.dukemtmc import load_dukemtmc
 from keras_hpnet.datasets.market1501 import load_market1501
+from keras_hpnet.datasets.msmt17 import load_msmt17
 from keras_hpnet.datasets.pa100k import load_pa100k
+from keras_hpnet.datasets.peta import load_peta
 from keras_hpnet.datasets.report import DataReport, SkipCounter, write_report
 from keras_hpnet.datasets.synthetic import cache_dir, load_synthetic, load_synthetic_pa100k
 
 _REGISTRY = {
     "market1501": load_market1501,
     "dukemtmc": load_dukemtmc,
+    "msmt17": load_msmt17,
     "pa100k": load_pa100k,
+    "peta": load_peta,
     "custom": load_custom,
     "synthetic": load_synthetic,
     "synthetic_pa100k": load_synthetic_pa100k,
 }
-_NEEDS_ROOT = {"market1501", "dukemtmc", "pa100k", "custom"}
+_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "pa100k", "peta", "custom"}
 
 
 def available_datasets() -> list:
@@ -50,5 +54,6 @@ def load(name: str, root: str | None = None, **options) -> PedestrianDataset:
 
 __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "DatasetWarning", "PedestrianDataset",
            "Record", "SkipCounter", "available_datasets", "cache_dir", "load", "load_custom", "load_dukemtmc",
-           "load_market1501", "load_pa100k", "load_synthetic", "load_synthetic_pa100k", "raw_pixel_baseline",
+           "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_synthetic", "load_synthetic_pa100k",
+           "raw_pixel_baseline",
            "write_report"]
