@@ -67,3 +67,16 @@ def person_crop(rng, colours, h=64, w=32) -> np.ndarray:
     img[: h // 5, w // 3: 2 * w // 3] = colours[2]  # "head"
     img += rng.normal(0, 12, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def bad_size_bmp(path, array) -> str:
+    """A BMP that Pillow reads and tf.io.decode_image rejects: 2 bytes more than
+    its header says ("Input size should match (header_size + row_size *
+    abs_height) but they differ by 2", as in the PETA/VIPeR releases)."""
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(np.asarray(array, np.uint8)).save(path, format="BMP")
+    with open(path, "ab") as f:
+        f.write(b"\0\0")
+    return str(path)

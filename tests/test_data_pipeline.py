@@ -10,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_hpnet.data import check_images, clear_check_cache, epoch_order, make_dataset, steps_per_epoch
+from support import bad_size_bmp
 
 Rec = collections.namedtuple("Rec", "path pid camid attributes")
 H, W = 32, 16
@@ -220,16 +221,6 @@ def test_bad_arguments_are_named(folder):
         make_dataset([good[0], good[1]._replace(attributes=None)], input_size=(H, W), batch_size=4, training=False)
     with pytest.raises(TypeError, match=r"records\[0\]"):
         check_images([object()])
-
-
-def bad_size_bmp(path, array):
-    """A BMP that Pillow reads and tf.io.decode_image rejects: 2 bytes more than
-    its header says ("Input size should match (header_size + row_size *
-    abs_height) but they differ by 2", as in the PETA/VIPeR releases)."""
-    save(path, array)
-    with open(path, "ab") as f:
-        f.write(b"\0\0")
-    return str(path)
 
 
 def test_bmp_tf_rejects_and_16_bit_png_are_read_with_pillow_cached_or_not(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from keras_hpnet import datasets
+from support import bad_size_bmp
 from keras_hpnet.datasets import DatasetError, DatasetWarning
 
 H, W = 32, 16
@@ -20,14 +21,6 @@ def jpeg(path, seed):
     Image.fromarray(small).resize((W, H), Image.BILINEAR).save(path)
 
 
-def bad_size_bmp(path):
-    """A BMP Pillow reads and tf.io.decode_image rejects (2 trailing bytes, as in real releases)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(path)
-    with open(path, "ab") as f:
-        f.write(b"\0\0")
-
-
 def make_msmt(root, version="MSMT17_V1", train_dir="train", test_dir="test"):
     """Train ids 0..2 (val holds a 4th image of id 1 and id 3), test ids 5, 7, 9;
     one gallery image listed but absent; one train image a BMP TF rejects."""
@@ -38,7 +31,7 @@ def make_msmt(root, version="MSMT17_V1", train_dir="train", test_dir="test"):
         rel = f"{pid:04d}/{pid:04d}_{k:03d}_{cam:02d}_0303morning_{k:04d}_0.{fmt}"
         path = os.path.join(base, folder, rel)
         if write and fmt == "bmp":
-            bad_size_bmp(path)
+            bad_size_bmp(path, np.full((H, W, 3), 90, np.uint8))
         elif write:
             jpeg(path, pid * 100 + k)
         lines[split].append(f"{rel} {pid}")
