@@ -54,3 +54,26 @@ def test_fit_on_the_release_layout(dataset, tmp_path):
     assert report["totals"]["decoded_with_pillow"] >= 1
     if dataset == "msmt17":
         assert report["totals"]["skipped"] >= 1  # the gallery image listed but absent
+
+
+def test_dataset_option_reaches_the_reader_and_the_run_record(tmp_path):
+    """--dataset_option key=value (repeatable, JSON values) is passed to the reader,
+    recorded in config.json's dataset_options, and an unknown key is exit 2 naming it."""
+    root = str(tmp_path / "data")
+    os.makedirs(root)
+    make_peta(root)
+    res = _fit("peta", root, tmp_path / "run", "--dataset_option=split=identity", "--dataset_option=seed=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["dataset_options"] == {"split": "identity", "seed": 2}
+    from keras_hpnet import datasets
+
+    want = datasets.load("peta", root, split="identity", seed=2)
+    from keras_hpnet.runs import load_run_dataset
+
+    got = load_run_dataset(cfg)  # what training.evaluate / export read back: the same split
+    assert [r.path for r in got.splits["test"]] == [r.path for r in want.splits["test"]]
+    bad = _fit("peta", root, tmp_path / "bad", "--dataset_option=splitt=identity")
+    assert bad.returncode == 2 and "--dataset_option splitt" in bad.stderr and "split" in bad.stderr
+    bad = _fit("peta", root, tmp_path / "bad2", "--dataset_option=identity")
+    assert bad.returncode == 2 and "expected key=value" in bad.stderr

@@ -16,7 +16,7 @@ import json
 import os
 
 from keras_hpnet.cpu import has_native_bfloat16
-from keras_hpnet.datasets import available_datasets
+from keras_hpnet.datasets import available_datasets, reader_options
 from keras_hpnet.model_spec import available_models, flag_options, spec
 
 MODELS = tuple(available_models())  # the registered networks (the --model choices)
@@ -111,6 +111,7 @@ class TrainConfig:
     synthetic_ids: int = 0  # train and test identities each (synthetic_pa100k: train images); 0 = default
     synthetic_cameras: int = 0  # 0 = the generator's default
     synthetic_max_images: int = 0  # images per identity and camera, at most (0 = default)
+    dataset_option: tuple = ()  # "key=value" reader options (--dataset_option, repeatable)
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -123,6 +124,22 @@ class TrainConfig:
         cfg = cls(**{k: v for k, v in d.items() if k in names})
         cfg.lr_milestones = tuple(cfg.lr_milestones)
         return cfg
+
+    @property
+    def reader_options(self) -> dict:
+        """--dataset_option key=value pairs as reader keyword options: a value is
+        read as JSON where it parses (2, 0.5, true, ["a","b"]), else as a string."""
+        out = {}
+        for item in self.dataset_option or ():
+            key, sep, text = str(item).partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--dataset_option={item!r}: expected key=value, e.g. split=identity")
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = text
+            out[key.strip()] = value
+        return out
 
     @property
     def synthetic_sizes(self) -> dict:
@@ -192,6 +209,11 @@ def validate_config(cfg: TrainConfig) -> None:
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("precision", cfg.precision, PRECISIONS)
     _choice("attribute_weighting", cfg.attribute_weighting, ATTRIBUTE_WEIGHTINGS)
+    known = reader_options(cfg.dataset)
+    for key in cfg.reader_options:
+        if key not in known:
+            raise ConfigError(f"--dataset_option {key}=...: the {cfg.dataset} reader has no option {key!r} "
+                              f"(options: {', '.join(sorted(known)) or 'none'})")
     model_spec = spec(cfg.model)
     _check_model_flags(cfg, model_spec)
     _check_stages(cfg, model_spec)

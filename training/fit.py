@@ -71,6 +71,8 @@ flags.DEFINE_integer("synthetic_ids", None, "Synthetic dataset: train and test i
                      "(synthetic_pa100k: training images); 0 = generator default.")
 flags.DEFINE_integer("synthetic_cameras", None, "Synthetic dataset: cameras (0 = generator default).")
 flags.DEFINE_integer("synthetic_max_images", None, "Synthetic dataset: images per identity and camera, at most.")
+flags.DEFINE_multi_string("dataset_option", None, "Reader option key=value, repeatable (e.g. split=identity for "
+                          "peta, merge_val=false for msmt17; docs/datasets.md); recorded in config.json.")
 
 CONFIG_FLAGS = [f.name for f in dataclasses.fields(TrainConfig)]
 
@@ -95,8 +97,11 @@ def config_from_flags() -> TrainConfig:
 def dataset_options(cfg: TrainConfig) -> dict:
     """The `keras_hpnet.datasets.load` options of the run's dataset (recorded in
     config.json as `dataset_options`, so readers load exactly this data)."""
-    # Generated data: fixed (seed 0) whatever --seed, sized by the --synthetic_* flags.
-    return dict(cfg.synthetic_sizes) if cfg.dataset in GENERATED else {}
+    # Generated data: fixed (seed 0) whatever --seed, sized by the --synthetic_* flags;
+    # any reader: the --dataset_option key=value pairs.
+    options = dict(cfg.synthetic_sizes) if cfg.dataset in GENERATED else {}
+    options.update(cfg.reader_options)
+    return options
 
 
 def load_dataset(cfg: TrainConfig):

@@ -39,6 +39,15 @@ def available_datasets() -> list:
     return sorted(_REGISTRY)
 
 
+def reader_options(name: str) -> dict:
+    """The keyword options of dataset `name`'s reader with their defaults
+    (what ``training.fit --dataset_option key=value`` may set)."""
+    import inspect
+
+    params = inspect.signature(_REGISTRY[name]).parameters.values()
+    return {p.name: p.default for p in params if p.kind == p.KEYWORD_ONLY}
+
+
 def load(name: str, root: str | None = None, **options) -> PedestrianDataset:
     """Load dataset `name` from `root` (synthetic: made under root or the cache dir)."""
     key = name.lower().replace("-", "").replace("_", "") if name else name
@@ -56,4 +65,4 @@ __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "Dat
            "Record", "SkipCounter", "available_datasets", "cache_dir", "load", "load_custom", "load_dukemtmc",
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
-           "write_report"]
+           "reader_options", "write_report"]
