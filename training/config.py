@@ -123,6 +123,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         cfg = cls(**{k: v for k, v in d.items() if k in names})
         cfg.lr_milestones = tuple(cfg.lr_milestones)
+        cfg.dataset_option = tuple(cfg.dataset_option or ())
         return cfg
 
     @property
