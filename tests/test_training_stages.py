@@ -10,19 +10,27 @@ import keras_hpnet
 from keras_hpnet import losses
 from training.loop import Trainer
 from training.schedule import StageRestarts, WarmupMultiStep
-from training.stages import TrainingStage, hpnet_stages, split_epochs, stage_at
+from training.stages import TrainingStage, model_stages, split_epochs, stage_at
+
+HPNET = keras_hpnet.spec("hpnet").stages  # HP-Net declares its stages (keras_hpnet.model_catalog)
+SHARES = [s.share for s in HPNET]
+
+
+def hpnet_stages(stage_epochs):
+    return model_stages(HPNET, stage_epochs)
+
 
 N, C, A = 16, 4, 3
 SIZE = (64, 32)
 
 
 def test_split_and_lookup():
-    assert split_epochs(3) == [1, 1, 1]
-    assert split_epochs(7) == [3, 3, 1]
-    assert split_epochs(8) == [3, 3, 2]
-    assert split_epochs(10) == [4, 4, 2]
+    assert split_epochs(3, SHARES) == [1, 1, 1]
+    assert split_epochs(7, SHARES) == [3, 3, 1]
+    assert split_epochs(8, SHARES) == [3, 3, 2]
+    assert split_epochs(10, SHARES) == [4, 4, 2]
     with pytest.raises(ValueError, match="at least 3 epochs"):
-        split_epochs(2)
+        split_epochs(2, SHARES)
     stages = hpnet_stages([2, 1, 3])
     assert [(s.name, s.first_epoch, s.epochs, s.af_net) for s in stages] == [
         ("mnet", 0, 2, False), ("afnet", 2, 1, True), ("fusion", 3, 3, True)]

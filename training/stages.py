@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_hpnet.model_catalog import HPNET_STAGES
-
-# The stages are the model's (its spec's `stages`, keras_hpnet.model_catalog); the
-# default split of --epochs over HP-Net's (rounded; every stage >= 1 epoch).
-DEFAULT_SPLIT = tuple(s.share for s in HPNET_STAGES)
+# The stages are the model's (its spec's `stages`, keras_hpnet.model_catalog):
+# this module only turns them and their epoch shares into per-epoch stages.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +67,9 @@ def _set_parts(model, trains, af_net):
     model.af_net_enabled = af_net
 
 
-def split_epochs(epochs: int, shares=DEFAULT_SPLIT) -> list[int]:
+def split_epochs(epochs: int, shares) -> list[int]:
     """The default epochs per stage for a run of ``epochs`` (>= the number of
-    stages), split by the stages' ``shares``."""
+    stages), split by the stages' ``shares`` (rounded; every stage >= 1 epoch)."""
     if epochs < len(shares):
         raise ValueError(f"stage-wise training needs at least {len(shares)} epochs, got {epochs}")
     first = [max(1, round(f * epochs)) for f in shares[:-1]]
@@ -93,11 +90,6 @@ def model_stages(stage_specs, stage_epochs) -> list[TrainingStage]:
         stages.append(TrainingStage(s.name, first, epochs, tuple(s.trains), af_net=s.af_net))
         first += epochs
     return stages
-
-
-def hpnet_stages(stage_epochs) -> list[TrainingStage]:
-    """The three HP-Net stages with the given epochs each (M-net, AF-net, fusion)."""
-    return model_stages(HPNET_STAGES, stage_epochs)
 
 
 def stage_at(stages, epoch: int) -> TrainingStage:
