@@ -53,6 +53,8 @@ def _features(x, name):
 def pair_distance(a, b, ia, ib, distance="euclidean", chunk_size=65536):
     """Distances `d(a[ia[k]], b[ib[k]])` `[K]` (float64), gathered `chunk_size` pairs at a time
     (memory O(chunk_size x D), never K x D)."""
+    from keras_hpnet.metrics.distance import _l2_normalize
+
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     ia, ib = np.asarray(ia, np.int64), np.asarray(ib, np.int64)
@@ -62,12 +64,8 @@ def pair_distance(a, b, ia, ib, distance="euclidean", chunk_size=65536):
         y = np.asarray(b[ib[s : s + chunk_size]], np.float64)
         if distance == "euclidean":
             out[s : s + len(x)] = np.sqrt(((x - y) ** 2).sum(1))
-        else:
-            nx = np.linalg.norm(x, axis=1)
-            ny = np.linalg.norm(y, axis=1)
-            nx[nx == 0] = 1.0
-            ny[ny == 0] = 1.0
-            out[s : s + len(x)] = 1.0 - (x * y).sum(1) / (nx * ny)
+        else:  # 1 - cos, a zero vector at distance 1 (keras_hpnet.metrics.distance's normalisation)
+            out[s : s + len(x)] = 1.0 - (_l2_normalize(x) * _l2_normalize(y)).sum(1)
     return out
 
 
