@@ -23,9 +23,18 @@ class DatasetError(ValueError):
     """A dataset on disk is missing, unreadable or inconsistent (names the file)."""
 
 
+UNKNOWN_ATTRIBUTE = 255
+"""An attribute entry nobody labelled (outside its file's coding, e.g. a 0 in a
+1/2-coded field, RAP's 2 "uncertain", or an attribute another dataset of a
+multi-dataset run lacks): masked out of the attribute loss and of every
+attribute metric, counted in `dataset.report`."""
+
+
 class Record(NamedTuple):
     """One image: `path`, `pid` (-1 if none), `camid` (0-based, -1 if unknown),
-    `attributes` (0/1 uint8 vector of length len(attribute_names), or None)."""
+    `attributes` (uint8 vector of length len(attribute_names): 0/1, or
+    `UNKNOWN_ATTRIBUTE` for an entry nobody labelled; None when the image has no
+    attribute labels at all)."""
 
     path: str
     pid: int
