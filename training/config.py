@@ -59,7 +59,7 @@ PRESETS = {
     # MSMT17 (re-id, 32,621 training images of 1,041 ids with val): the paper recipe.
     "msmt17": dict(PAPER),
     # CUHK03 new protocol (re-id, 7,368 labeled / 7,365 detected training images of 767 ids):
-    # the paper recipe (HA-CNN reports CUHK03 767/700 with it, Li et al. 2018 Sec. 4).
+    # the paper recipe, as for Market-1501 (HA-CNN reports CUHK03 767/700 results, Li et al. 2018 Sec. 4).
     "cuhk03": dict(PAPER),
     "synthetic_pa100k": dict(PAPER, epochs=8, lr=0.06, warmup_epochs=1, lr_milestones=(0.75,)),
     "synthetic": dict(
