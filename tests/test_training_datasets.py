@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from test_datasets_cuhk03 import make_cuhk03, make_pre_extracted
 from test_datasets_msmt17 import make_msmt
 from test_datasets_peta import make_peta
 from test_training_cli import REPO, _env
@@ -77,3 +78,30 @@ def test_dataset_option_reaches_the_reader_and_the_run_record(tmp_path):
     assert bad.returncode == 2 and "--dataset_option splitt" in bad.stderr and "split" in bad.stderr
     bad = _fit("peta", root, tmp_path / "bad2", "--dataset_option=identity")
     assert bad.returncode == 2 and "expected key=value" in bad.stderr
+
+
+@pytest.mark.parametrize("layout", ["pre_extracted", "cuhk03_mat"])
+def test_fit_on_cuhk03(layout, tmp_path):
+    """training.fit --dataset cuhk03: torchreid's pre-extracted images_labeled/ (with a BMP TF
+    rejects among the PNGs), or cuhk-03.mat extracted into --dataset_option cache_dir=..."""
+    root = str(tmp_path / "data")
+    extra = []
+    if layout == "pre_extracted":
+        make_pre_extracted(root)
+    else:
+        make_cuhk03(root)
+        extra = [f"--dataset_option=cache_dir={tmp_path / 'cache'}", "--dataset_option=variant=detected"]
+    res = _fit("cuhk03", root, tmp_path / "run", *extra)
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["dataset"] == "cuhk03" and cfg["data_dir"].endswith("cuhk03")
+    assert 0.0 <= metrics["rank1"] <= 1.0 and 0.0 <= metrics["mAP"] <= 1.0
+    assert report["totals"]["skipped"] == 1  # the gallery image listed but absent
+    assert report["images"]["query"]["num_records"] == 8
+    if layout == "pre_extracted":
+        assert report["totals"]["decoded_with_pillow"] == 1
+    else:
+        assert cfg["dataset_options"] == {"cache_dir": str(tmp_path / "cache"), "variant": "detected"}
+        assert len(os.listdir(tmp_path / "cache" / "images_detected")) == 44 + 1  # the images and the marker

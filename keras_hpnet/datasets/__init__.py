@@ -13,6 +13,7 @@ from __future__ import annotations
 from keras_hpnet.datasets.base import (
     ATTRIBUTE_SPLITS, REID_SPLITS, UNKNOWN_ATTRIBUTE, DatasetError, DatasetWarning, PedestrianDataset, Record)
 from keras_hpnet.datasets.baseline import raw_pixel_baseline
+from keras_hpnet.datasets.cuhk03 import load_cuhk03
 from keras_hpnet.datasets.custom import load_custom
 from keras_hpnet.datasets.dukemtmc import load_dukemtmc
 from keras_hpnet.datasets.market1501 import load_market1501
@@ -26,13 +27,14 @@ _REGISTRY = {
     "market1501": load_market1501,
     "dukemtmc": load_dukemtmc,
     "msmt17": load_msmt17,
+    "cuhk03": load_cuhk03,
     "pa100k": load_pa100k,
     "peta": load_peta,
     "custom": load_custom,
     "synthetic": load_synthetic,
     "synthetic_pa100k": load_synthetic_pa100k,
 }
-_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "pa100k", "peta", "custom"}
+_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "custom"}
 
 
 def available_datasets() -> list:
