@@ -256,6 +256,13 @@ def test_bad_input_names_the_file_and_field(tmp_path):
     scipy.io.savemat(os.path.join(root, "RAP_annotation", "RAP_annotation.mat"), {"RAP_annotation": ann})
     with pytest.raises(DatasetError, match=r"partion\[1\]\.test_index holds index 21 outside 1..20"):
         datasets.load("rap", root, partition=1)
+    ann["partion"][1, 0]["test_index"] = row([0, 3])
+    scipy.io.savemat(os.path.join(root, "RAP_annotation", "RAP_annotation.mat"), {"RAP_annotation": ann})
+    with pytest.raises(DatasetError, match=r"partion\[1\]\.test_index holds index 0 outside"):
+        datasets.load("rap", root, partition=1)  # 1-based: 0 is no image
+    os.rename(os.path.join(root, "RAP_dataset"), os.path.join(root, "images"))
+    with pytest.raises(DatasetError, match=r"RAP_annotation\.mat: image folder RAP_dataset/ not found"):
+        datasets.load("rap", root)
     ann["label"] = ann["label"][:, :90]
     scipy.io.savemat(os.path.join(root, "RAP_annotation", "RAP_annotation.mat"), {"RAP_annotation": ann})
     with pytest.raises(DatasetError, match=r"label has shape \(20, 90\), expected \(20, 92\)"):

@@ -44,8 +44,8 @@ import re
 import numpy as np
 
 from keras_hpnet.datasets.base import (
-    UNKNOWN_ATTRIBUTE, DataReport, DatasetError, PedestrianDataset, Record, SkipCounter, loadmat, mat_strings,
-    require_dir)
+    UNKNOWN_ATTRIBUTE, DataReport, DatasetError, PedestrianDataset, Record, SkipCounter, loadmat, mat_cells,
+    mat_strings, require_dir)
 
 ANNOTATION_FILE = "RAP_annotation.mat"
 ANNOTATION_FOLDER = "RAP_annotation"
@@ -110,9 +110,17 @@ def read_struct(ann: str, version: str) -> tuple:
     return version, struct
 
 
+def numbers(value, where: str, ann: str) -> np.ndarray:
+    """A numeric MATLAB field as float64 (at least 1-d), or an error naming it."""
+    try:
+        return np.atleast_1d(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError) as e:
+        raise DatasetError(f"{ann}: {where} is not numeric ({type(value).__name__})") from e
+
+
 def one_based(value, n: int, where: str, ann: str) -> np.ndarray:
     """0-based int indices from a MATLAB 1-based index vector, each checked to lie in 1..n."""
-    idx = np.atleast_1d(np.asarray(value, dtype=np.float64)).ravel() if np.size(value) else np.zeros(0)
+    idx = numbers(value, where, ann).ravel()
     if not np.all(np.isfinite(idx)) or np.any(idx != np.round(idx)):
         raise DatasetError(f"{ann}: {where} holds non-integer indices")
     bad = idx[(idx < 1) | (idx > n)]
@@ -121,20 +129,10 @@ def one_based(value, n: int, where: str, ann: str) -> np.ndarray:
     return idx.astype(np.int64) - 1
 
 
-def struct_list(value) -> list:
-    """The structs of a MATLAB cell/struct array loaded with squeeze_me=True."""
-    out = []
-    for v in np.atleast_1d(np.asarray(value, dtype=object)).ravel():
-        while isinstance(v, np.ndarray):
-            v = v.ravel()[0] if v.size else None
-        out.append(v)
-    return out
-
-
 def read_partition(struct, version: str, partition: int, n: int, ann: str) -> dict:
     """{split: 0-based image indices} of partition `partition` (0-based)."""
     field = FIELDS[version][3]
-    parts = struct_list(getattr(struct, field))
+    parts = mat_cells(getattr(struct, field))
     if not isinstance(partition, int) or isinstance(partition, bool) or not 0 <= partition < len(parts):
         raise DatasetError(f"{ann}: partition={partition!r}: {field} holds {len(parts)} partition(s), "
                            f"0..{len(parts) - 1} (0-based)")
@@ -178,7 +176,7 @@ def read_identities(struct, version: str, n: int, ann: str):
     field = next((f for f in FIELDS[version][4] if f in struct._fieldnames), None)
     if field is None:
         return None
-    ids = np.atleast_1d(np.asarray(getattr(struct, field), dtype=np.float64)).ravel()
+    ids = numbers(getattr(struct, field), field, ann).ravel()
     if ids.size != n or not np.all(np.isfinite(ids)):
         raise DatasetError(f"{ann}: {field} has {ids.size} entries, expected one integer per image ({n})")
     ids = ids.astype(np.int64)
@@ -190,11 +188,12 @@ def code_labels(values: np.ndarray, rows, names: list, image_names: list, skips:
     (over the rows of `rows`, the images the splits use)."""
     known = (values == 0) | (values == 1)
     coded = np.where(known, values, UNKNOWN_ATTRIBUTE).astype(np.uint8)
-    for i in rows:
-        for j in np.flatnonzero(~known[i]):
-            reason = ("label 2 (uncertain) read as unknown (255)" if values[i, j] == UNCERTAIN
-                      else "label outside 0/1/2 read as unknown (255)")
-            skips.add(reason, f"{image_names[i]}: {names[j]}")
+    rows = np.asarray(rows, np.int64)
+    for r, j in zip(*np.nonzero(~known[rows])):
+        i = rows[r]
+        reason = ("label 2 (uncertain) read as unknown (255)" if values[i, j] == UNCERTAIN
+                  else "label outside 0/1/2 read as unknown (255)")
+        skips.add(reason, f"{image_names[i]}: {names[j]}")
     return coded
 
 
@@ -206,7 +205,7 @@ def load_rap(root, *, version="auto", partition=0, attributes="standard"):
     image_names = mat_strings(getattr(struct, names_field))
     all_attributes = mat_strings(getattr(struct, attr_field))
     n = len(image_names)
-    labels = np.asarray(getattr(struct, label_field), dtype=np.float64)
+    labels = numbers(getattr(struct, label_field), label_field, ann)
     if labels.ndim == 1 and n == 1:
         labels = labels[None, :]
     if labels.shape != (n, len(all_attributes)):
@@ -246,7 +245,7 @@ def load_rap(root, *, version="auto", partition=0, attributes="standard"):
             "unknown_attribute_entries": unknown, "skipped": counts,
             "num_identities": int(len(set(pids[used].tolist()) - {-1})) if pids is not None else 0}
     if version == "v2" and "partition_reid" in struct._fieldnames:
-        reid = struct_list(struct.partition_reid)[0]
+        reid = mat_cells(struct.partition_reid)[0]
         info["reid_partition"] = {f: int(np.size(getattr(reid, f))) for f in getattr(reid, "_fieldnames", ())}
     return PedestrianDataset("rap", splits, kind="attribute", attribute_names=names, root=release,
                              num_cameras=max(cams) + 1 if cams else 0, info=info, report=DataReport([skips]))
