@@ -185,7 +185,7 @@ def read_identities(struct, version: str, n: int, ann: str):
 
 def code_labels(values: np.ndarray, rows, names: list, image_names: list, skips: SkipCounter) -> np.ndarray:
     """uint8 labels: 0/1 kept, 2 (uncertain) and any other value -> UNKNOWN_ATTRIBUTE, counted
-    (over the rows of `rows`, the images the splits use)."""
+    over `rows` (the images the splits keep)."""
     known = (values == 0) | (values == 1)
     coded = np.where(known, values, UNKNOWN_ATTRIBUTE).astype(np.uint8)
     rows = np.asarray(rows, np.int64)
@@ -219,26 +219,29 @@ def load_rap(root, *, version="auto", partition=0, attributes="standard"):
     files = set(os.listdir(folder))
 
     skips = SkipCounter(f"rap ({version}) at {ann}")
-    used = sorted({int(i) for idx in index.values() for i in idx})
-    coded = code_labels(labels[:, columns], used, names, image_names, skips)
-    unknown = sum(skips.counts.values())
-    splits = {}
+    kept = {}
     for split, idx in index.items():
-        recs = []
-        for i in idx:
-            fname = image_names[i]
-            if not fname:
+        kept[split] = []
+        for i in idx.tolist():
+            if not image_names[i]:
                 skips.add("empty image name", f"{names_field}[{i + 1}]")
-                continue
-            if fname not in files:
-                skips.add("image listed but not on disk", os.path.join(folder, fname))
-                continue
-            cam = CAMERA.match(fname)
-            recs.append(Record(os.path.join(folder, fname), int(pids[i]) if pids is not None else -1,
-                               int(cam.group(1)) - 1 if cam else -1, coded[i]))
-        if not recs and split != "val":
+            elif image_names[i] not in files:
+                skips.add("image listed but not on disk", os.path.join(folder, image_names[i]))
+            else:
+                kept[split].append(i)
+        if not kept[split] and split != "val":
             raise DatasetError(f"{ann}: empty {split} split of partition {partition} (no usable images in {folder})")
-        splits[split] = recs
+    used = sorted({i for idx in kept.values() for i in idx})
+    before = sum(skips.counts.values())
+    coded = code_labels(labels[:, columns], used, names, image_names, skips)
+    unknown = sum(skips.counts.values()) - before
+
+    def record(i):
+        cam = CAMERA.match(image_names[i])
+        return Record(os.path.join(folder, image_names[i]), int(pids[i]) if pids is not None else -1,
+                      int(cam.group(1)) - 1 if cam else -1, coded[i])
+
+    splits = {split: [record(i) for i in idx] for split, idx in kept.items()}
     counts = skips.warn()
     cams = [r.camid for recs in splits.values() for r in recs if r.camid >= 0]
     info = {"version": version, "partition": partition, "annotation_file": ann, "image_dir": folder,
