@@ -56,6 +56,8 @@ PRESETS = {
     # PETA (attribute-only, 19,000 images; the metric is mA): the PA-100K
     # schedule with the balanced weighting whose 0.5 threshold optimises mA.
     "peta": dict(PAPER, epochs=60, lr=0.01, attribute_weighting="balanced"),
+    # RAP v1/v2 (attribute-only, 33,268 / 50,957 training images; the metric is mA): as PETA.
+    "rap": dict(PAPER, epochs=60, lr=0.01, attribute_weighting="balanced"),
     # MSMT17 (re-id, 32,621 training images of 1,041 ids with val): the paper recipe.
     "msmt17": dict(PAPER),
     # CUHK03 new protocol (re-id, 7,368 labeled / 7,365 detected training images of 767 ids):

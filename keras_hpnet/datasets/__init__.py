@@ -2,7 +2,7 @@
 
 `load(name, root=None, **options)` -> :class:`PedestrianDataset` whose splits
 are lists of :class:`Record` (path, pid, camid, attributes). Names:
-`market1501`, `dukemtmc`, `msmt17`, `pa100k`, `peta`, `custom`, `synthetic`
+`market1501`, `dukemtmc`, `msmt17`, `pa100k`, `peta`, `rap` (RAP v1/v2), `custom`, `synthetic`
 (default data, Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
 attribute-only variant). What was skipped: `dataset.report`, written by
 `write_report(dataset, path)`. Numpy/scipy/Pillow only: no TensorFlow.
@@ -20,6 +20,7 @@ from keras_hpnet.datasets.market1501 import load_market1501
 from keras_hpnet.datasets.msmt17 import load_msmt17
 from keras_hpnet.datasets.pa100k import load_pa100k
 from keras_hpnet.datasets.peta import load_peta
+from keras_hpnet.datasets.rap import load_rap
 from keras_hpnet.datasets.report import DataReport, SkipCounter, write_report
 from keras_hpnet.datasets.synthetic import cache_dir, load_synthetic, load_synthetic_pa100k
 
@@ -30,11 +31,12 @@ _REGISTRY = {
     "cuhk03": load_cuhk03,
     "pa100k": load_pa100k,
     "peta": load_peta,
+    "rap": load_rap,
     "custom": load_custom,
     "synthetic": load_synthetic,
     "synthetic_pa100k": load_synthetic_pa100k,
 }
-_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "custom"}
+_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "rap", "custom"}
 
 
 def available_datasets() -> list:
@@ -65,6 +67,6 @@ def load(name: str, root: str | None = None, **options) -> PedestrianDataset:
 
 __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "DatasetWarning", "PedestrianDataset",
            "Record", "SkipCounter", "UNKNOWN_ATTRIBUTE", "available_datasets", "cache_dir", "load", "load_custom", "load_dukemtmc",
-           "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_synthetic", "load_synthetic_pa100k",
+           "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_rap", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
            "reader_options", "write_report"]
