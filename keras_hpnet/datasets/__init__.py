@@ -2,7 +2,7 @@
 
 `load(name, root=None, **options)` -> :class:`PedestrianDataset` whose splits
 are lists of :class:`Record` (path, pid, camid, attributes). Names:
-`market1501`, `dukemtmc`, `msmt17`, `pa100k`, `peta`, `rap` (RAP v1/v2), `custom`, `synthetic`
+`market1501`, `dukemtmc`, `msmt17`, `cuhk03`, `pa100k`, `peta`, `rap` (RAP v1/v2), `custom`, `synthetic`
 (default data, Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
 attribute-only variant). What was skipped: `dataset.report`, written by
 `write_report(dataset, path)`. Numpy/scipy/Pillow only: no TensorFlow.
@@ -66,7 +66,7 @@ def load(name: str, root: str | None = None, **options) -> PedestrianDataset:
 
 
 __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "DatasetWarning", "PedestrianDataset",
-           "Record", "SkipCounter", "UNKNOWN_ATTRIBUTE", "available_datasets", "cache_dir", "load", "load_custom", "load_dukemtmc",
+           "Record", "SkipCounter", "UNKNOWN_ATTRIBUTE", "available_datasets", "cache_dir", "load", "load_cuhk03", "load_custom", "load_dukemtmc",
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_rap", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
            "reader_options", "write_report"]
