@@ -23,7 +23,9 @@ parity report compute the same metrics from the same pixels:
   attribute-search mAP for 1-, 2- and 3-attribute queries
   (`attribute_query_mAP[_n]`, keras_hpnet.retrieval.query). Rows
   without labels (distractors, junk) are masked out of the attribute metrics;
-  they still take part in the ranking.
+  they still take part in the ranking. Entries labelled `UNKNOWN_ATTRIBUTE`
+  are masked per entry (keras_hpnet.metrics.attribute_metrics); an attribute
+  with no known label in the split is left out, with a note.
 """
 
 from __future__ import annotations
@@ -262,6 +264,15 @@ def _attribute_metrics(result, parts, split_name, cols, dataset_attributes, num_
     if labels.shape[1] != len(dataset_attributes):
         raise ValueError(f"{name}: records have {labels.shape[1]} attribute labels but attribute_names "
                          f"lists {len(dataset_attributes)}")
+    from keras_hpnet.datasets.base import UNKNOWN_ATTRIBUTE
+
+    unlabelled = [c for c in cols if (labels[:, c[1]] == UNKNOWN_ATTRIBUTE).all()]
+    if unlabelled:
+        result.notes.append(f"{name}: {len(unlabelled)} attribute(s) have no known label in {split_name}, left out: "
+                            + ", ".join(c[2] for c in unlabelled))
+        cols = [c for c in cols if c not in unlabelled]
+        if not cols:
+            return
     mcols, dcols, names = ([c[i] for c in cols] for i in range(3))
     a = attribute_metrics(probs[:, mcols], labels[:, dcols], attribute_names=names)
     result.metrics.update({k: float(a[k]) for k in ATTRIBUTE_KEYS})

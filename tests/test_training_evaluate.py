@@ -328,6 +328,31 @@ def test_attribute_dataset_uses_test_split(tmp_path):
         evaluate_model(ColourNet(), ds)
 
 
+def test_unknown_attribute_entries_are_masked_per_entry(tmp_path):
+    """UNKNOWN_ATTRIBUTE entries are left out of every attribute metric (hand-computed)."""
+    from keras_hpnet.datasets import UNKNOWN_ATTRIBUTE as U
+
+    # predictions (G, B > 127): s0 (1, 0), s1 (0, 1), s2 (0, 0), s3 (1, 1)
+    rows = [(f"s{i}", -1, -1, (0, gv, bv), lab) for i, (gv, bv, lab) in
+            enumerate([(200, 10, (1, 0)), (60, 220, (U, 1)), (10, 10, (0, 0)), (140, 140, (0, U))])]
+    test = make_records(str(tmp_path), rows)
+    ds = PedestrianDataset("attr", {"train": test, "test": test}, kind="attribute", attribute_names=ATTRS)
+    m = evaluate_model(ColourNet(num_attributes=2), ds)
+    # green over s0, s2, s3: TP 1/1, TN 1/2 -> .75; blue over s0, s1, s2: 1/1, 2/2 -> 1
+    assert m.metrics["mA"] == pytest.approx((0.75 + 1.0) / 2)
+    # rows over their known entries: s0 {g}/{g}, s1 {b}/{b}, s2 {}/{}, s3 {g}/{}
+    for k in ("acc", "prec", "rec"):
+        assert m.metrics[k] == pytest.approx(0.5), k
+    assert [r["num_unknown"] for r in m.per_attribute] == [1, 1]
+    # an attribute nobody labelled in the split is left out, with a note
+    blank = [r._replace(attributes=np.array([r.attributes[0], U], np.uint8)) for r in test]
+    ds2 = PedestrianDataset("attr", {"train": blank, "test": blank}, kind="attribute", attribute_names=ATTRS)
+    m2 = evaluate_model(ColourNet(num_attributes=2), ds2)
+    assert [r["name"] for r in m2.per_attribute] == ["green"]
+    assert m2.metrics["mA"] == pytest.approx(0.75)
+    assert any("no known label in test, left out: blue" in n for n in m2.notes)
+
+
 # -- the command line -------------------------------------------------------------------
 
 def write_csv_dataset(root):
