@@ -75,9 +75,16 @@ def read_run_config(run_dir: str) -> dict:
 
 def resolve_dataset(config: dict, dataset: str | None, data_dir: str | None):
     """(name, root, load options) of the dataset to evaluate on (keras_hpnet.runs.run_dataset_args)."""
-    name, root, options = runs.run_dataset_args(config, dataset, data_dir)
-    if root and not os.path.isdir(root) and not name.startswith(runs.GENERATED_PREFIX):
-        raise EvaluateError(f"--data_dir={root}: no such directory")
+    from keras_hpnet.datasets.combine import split_roots
+
+    try:
+        name, root, options = runs.run_dataset_args(config, dataset, data_dir)
+        parts = split_roots(name, root)
+    except ValueError as e:
+        raise EvaluateError(str(e)) from None
+    for part, part_root in parts:
+        if part_root and not os.path.isdir(part_root) and not part.startswith(runs.GENERATED_PREFIX):
+            raise EvaluateError(f"--data_dir={part_root}: no such directory")
     return name, root, options
 
 
