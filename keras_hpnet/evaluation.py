@@ -297,7 +297,7 @@ def _attribute_columns(model_names, dataset_names, num_model_attributes, attribu
     position = {n: j for j, n in enumerate(dataset_names)}
     cols = [(i, position[renamed.get(n, n)], renamed.get(n, n)) for i, n in enumerate(model_names)
             if renamed.get(n, n) in position]
-    if len({c[1] for c in cols}) < len(cols):
+    if attribute_map is not None and len({c[1] for c in cols}) < len(cols):
         raise ValueError(f"{attribute_map.source}: two model attributes score the same dataset attribute")
     if not cols:
         return None, "no attribute of the model is labelled in the dataset: attribute metrics skipped"

@@ -17,7 +17,7 @@ import os
 
 from keras_hpnet.cpu import has_native_bfloat16
 from keras_hpnet.datasets import available_datasets, reader_options
-from keras_hpnet.datasets.combine import TEST_OPTION, dataset_names, route_options, split_roots
+from keras_hpnet.datasets.combine import dataset_names, route_options, split_roots
 from keras_hpnet.model_spec import available_models, flag_options, spec
 
 MODELS = tuple(available_models())  # the registered networks (the --model choices)

@@ -42,12 +42,12 @@ def split_roots(name: str, root) -> list:
     """(part, root or None) of each part of `name`; `root` is "A,B" (or a list),
     one per part, "" / None for a part that needs none (generated data)."""
     parts = dataset_names(name)
+    if len(parts) == 1:
+        return [(parts[0], root or None)]  # one dataset: its root as given
     if root is None or root == "":
         roots = [None] * len(parts)
     else:
         roots = list(root) if isinstance(root, (list, tuple)) else str(root).split(ROOT_SEPARATOR)
-        if len(parts) == 1:
-            roots = [str(root) if not isinstance(root, (list, tuple)) else root[0]]
     if len(roots) != len(parts):
         raise ValueError(f"dataset {name!r}: {len(parts)} datasets but {len(roots)} data dirs {root!r} "
                          f"(give one per dataset, separated by {ROOT_SEPARATOR!r}; empty for generated data)")
