@@ -23,7 +23,11 @@ parity report compute the same metrics from the same pixels:
   attribute-search mAP for 1-, 2- and 3-attribute queries
   (`attribute_query_mAP[_n]`, keras_hpnet.retrieval.query). Rows
   without labels (distractors, junk) are masked out of the attribute metrics;
-  they still take part in the ranking.
+  they still take part in the ranking. A model is scored on another
+  dataset's attributes by name, renamed first by an `AttributeMap`
+  (cross-domain evaluation). Entries labelled `UNKNOWN_ATTRIBUTE`
+  are masked per entry (keras_hpnet.metrics.attribute_metrics); an attribute
+  with no known label in the split is left out, with a note.
 """
 
 from __future__ import annotations
@@ -209,10 +213,78 @@ def _reid(distmat, query, gallery):
     return {k: float(m[k]) for k in REID_KEYS}
 
 
-def _attribute_columns(model_names, dataset_names, num_model_attributes):
-    """Column pairs (model column, dataset column, name) to score, or None with a reason."""
+class AttributeMap:
+    """The model's attribute names -> another dataset's names (cross-domain
+    evaluation, docs/evaluation.md "Attribute map"). `entries`: (where,
+    model name, dataset name), `where` naming the file and line (or key) for
+    errors. A model attribute not in the map keeps its own name."""
+
+    def __init__(self, entries, source="attribute_map"):
+        self.entries = [(str(w), str(a), str(b)) for w, a, b in entries]
+        self.source = source
+        seen = {}
+        for where, a, _ in self.entries:
+            if a in seen:
+                raise ValueError(f"{where}: {a!r} is mapped twice (first at {seen[a]})")
+            seen[a] = where
+
+    @classmethod
+    def read(cls, path: str) -> "AttributeMap":
+        """A JSON object `{"model name": "dataset name"}` or a text file of
+        `model_name dataset_name` lines (tab, comma or spaces between; `#`
+        comments and blank lines ignored). ValueError naming the file and line."""
+        import json
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: cannot read the attribute map ({e})") from None
+        if text.lstrip().startswith("{"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+            bad = [k for k, v in data.items() if not isinstance(v, str) or not v.strip() or not k.strip()]
+            if bad:
+                raise ValueError(f"{path}: key {bad[0]!r}: expected a non-empty dataset attribute name (a string)")
+            return cls([(f"{path}: key {k!r}", k.strip(), v.strip()) for k, v in data.items()], path)
+        entries = []
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            fields = [f.strip() for f in (line.split("\t") if "\t" in line else
+                                          line.split(",") if "," in line else line.split())]
+            if len(fields) != 2 or not all(fields):
+                raise ValueError(f"{path}:{number}: expected two names (model attribute, dataset attribute), "
+                                 f"got {line!r}")
+            entries.append((f"{path}:{number}", *fields))
+        if not entries:
+            raise ValueError(f"{path}: the attribute map has no entry")
+        return cls(entries, path)
+
+    def resolve(self, model_names, dataset_names) -> dict:
+        """{model name: dataset name}, every name checked; ValueError naming the entry."""
+        import difflib
+
+        model_names, dataset_names = list(model_names), list(dataset_names)
+        for where, a, b in self.entries:
+            for name, known, whose in ((a, model_names, "the model's"), (b, dataset_names, "the dataset's")):
+                if name not in known:
+                    close = difflib.get_close_matches(name, known, n=3)
+                    raise ValueError(f"{where}: {name!r} is not one of {whose} attribute names"
+                                     + (f" (close: {', '.join(close)})" if close else ""))
+        return {a: b for _, a, b in self.entries}
+
+
+def _attribute_columns(model_names, dataset_names, num_model_attributes, attribute_map=None):
+    """Column pairs (model column, dataset column, name) to score, or None with a
+    reason; `attribute_map` (an AttributeMap) renames model attributes first."""
     dataset_names = [str(n) for n in dataset_names]
     if model_names is None:
+        if attribute_map is not None:
+            raise ValueError(f"{attribute_map.source}: the model's attributes have no names to map")
         if num_model_attributes != len(dataset_names):
             return None, (f"model predicts {num_model_attributes} attributes, the dataset has "
                           f"{len(dataset_names)}: attribute metrics skipped (pass attribute_names to match by name)")
@@ -221,8 +293,12 @@ def _attribute_columns(model_names, dataset_names, num_model_attributes):
     if len(model_names) != num_model_attributes:
         raise ValueError(f"attribute_names: {len(model_names)} names for a model with {num_model_attributes} "
                          f"attributes")
+    renamed = attribute_map.resolve(model_names, dataset_names) if attribute_map is not None else {}
     position = {n: j for j, n in enumerate(dataset_names)}
-    cols = [(i, position[n], n) for i, n in enumerate(model_names) if n in position]
+    cols = [(i, position[renamed.get(n, n)], renamed.get(n, n)) for i, n in enumerate(model_names)
+            if renamed.get(n, n) in position]
+    if attribute_map is not None and len({c[1] for c in cols}) < len(cols):
+        raise ValueError(f"{attribute_map.source}: two model attributes score the same dataset attribute")
     if not cols:
         return None, "no attribute of the model is labelled in the dataset: attribute metrics skipped"
     return cols, None
@@ -244,9 +320,13 @@ def _reid_metrics(result, attribute_free, rerank, rerank_options):
         result.metrics.update({f"{k}_rerank": v for k, v in _reid(result.distmat_rerank, q, g).items()})
 
 
-def _attribute_metrics(result, parts, split_name, cols, dataset_attributes, num_attributes, name):
+def _attribute_metrics(result, parts, split_name, cols, dataset_attributes, num_attributes, name,
+                       model_names=None):
     """Attribute metrics over the labelled rows of `parts` (unlabelled rows masked out)."""
     from keras_hpnet.metrics import attribute_metrics
+
+    matched = {c[0] for c in cols}
+    unmatched = [n for i, n in enumerate(model_names or ()) if i not in matched]
 
     probs, labels = [], []
     for part in parts:
@@ -262,6 +342,15 @@ def _attribute_metrics(result, parts, split_name, cols, dataset_attributes, num_
     if labels.shape[1] != len(dataset_attributes):
         raise ValueError(f"{name}: records have {labels.shape[1]} attribute labels but attribute_names "
                          f"lists {len(dataset_attributes)}")
+    from keras_hpnet.datasets.base import UNKNOWN_ATTRIBUTE
+
+    unlabelled = [c for c in cols if (labels[:, c[1]] == UNKNOWN_ATTRIBUTE).all()]
+    if unlabelled:
+        result.notes.append(f"{name}: {len(unlabelled)} attribute(s) have no known label in {split_name}, left out: "
+                            + ", ".join(c[2] for c in unlabelled))
+        cols = [c for c in cols if c not in unlabelled]
+        if not cols:
+            return
     mcols, dcols, names = ([c[i] for c in cols] for i in range(3))
     a = attribute_metrics(probs[:, mcols], labels[:, dcols], attribute_names=names)
     result.metrics.update({k: float(a[k]) for k in ATTRIBUTE_KEYS})
@@ -271,6 +360,9 @@ def _attribute_metrics(result, parts, split_name, cols, dataset_attributes, num_
     result.attribute_split = split_name
     if len(cols) < max(num_attributes, len(dataset_attributes)):
         result.notes.append(f"attribute metrics on the {len(cols)} attribute(s) shared by model and dataset")
+    if unmatched:
+        result.notes.append(f"model attribute(s) without a counterpart in {name} (not mapped): "
+                            + ", ".join(unmatched))
 
 
 def _attribute_query_metrics(probs, labels, names) -> dict:
@@ -290,7 +382,8 @@ def _attribute_query_metrics(probs, labels, names) -> dict:
 
 
 def evaluate(predict_fn, dataset, *, input_size, num_attributes=0, attribute_names=None,
-             attribute_free_dims=None, batch_size=64, rerank=False, rerank_options=None) -> Evaluation:
+             attribute_free_dims=None, batch_size=64, rerank=False, rerank_options=None,
+             attribute_map=None) -> Evaluation:
     """Evaluate a predictor on `dataset` (a keras_hpnet.datasets.PedestrianDataset).
 
     Args:
@@ -306,6 +399,8 @@ def evaluate(predict_fn, dataset, *, input_size, num_attributes=0, attribute_nam
       batch_size: inference batch size.
       rerank: also compute k-reciprocal re-ranked re-id metrics (`*_rerank`).
       rerank_options: k1, k2, lambda_value for `k_reciprocal_rerank`.
+      attribute_map: an `AttributeMap` (or a dict) from `attribute_names` to
+        the dataset's names, for a dataset that names its attributes otherwise.
 
     Returns an `Evaluation`. Raises ValueError when there is nothing to
     evaluate (no query/gallery, and no attribute split the predictor can score).
@@ -337,7 +432,9 @@ def evaluate(predict_fn, dataset, *, input_size, num_attributes=0, attribute_nam
     if not dataset_attributes:
         result.notes.append(f"{name} has no attribute labels: attribute metrics skipped")
         return result
-    cols, why = _attribute_columns(attribute_names, dataset_attributes, num_attributes)
+    if isinstance(attribute_map, dict):
+        attribute_map = AttributeMap([(f"attribute_map[{a!r}]", a, b) for a, b in attribute_map.items()])
+    cols, why = _attribute_columns(attribute_names, dataset_attributes, num_attributes, attribute_map)
     if cols is None:
         result.notes.append(why)
         return result
@@ -349,12 +446,12 @@ def evaluate(predict_fn, dataset, *, input_size, num_attributes=0, attribute_nam
     else:
         result.notes.append(f"{name}: no 'test' split: attribute metrics skipped")
         return result
-    _attribute_metrics(result, parts, split_name, cols, dataset_attributes, num_attributes, name)
+    _attribute_metrics(result, parts, split_name, cols, dataset_attributes, num_attributes, name, attribute_names)
     return result
 
 
 def evaluate_model(model, dataset, *, predict_fn=None, attribute_names=None, batch_size=64, rerank=False,
-                   rerank_options=None) -> Evaluation:
+                   rerank_options=None, attribute_map=None) -> Evaluation:
     """`evaluate` with what a model declares (input size, attributes, feature split; docs/design.md).
 
     `predict_fn`: another predictor of the same network (its SavedModel or
@@ -363,4 +460,5 @@ def evaluate_model(model, dataset, *, predict_fn=None, attribute_names=None, bat
     return evaluate(predict_fn or keras_predictor(model), dataset, input_size=model.input_size,
                     num_attributes=int(getattr(model, "num_attributes", 0) or 0),
                     attribute_names=attribute_names, attribute_free_dims=attribute_free_dims(model),
-                    batch_size=batch_size, rerank=rerank, rerank_options=rerank_options)
+                    batch_size=batch_size, rerank=rerank, rerank_options=rerank_options,
+                    attribute_map=attribute_map)

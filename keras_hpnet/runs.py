@@ -317,6 +317,8 @@ def run_dataset_args(config: dict, dataset: str | None = None, data_dir: str | N
 
     `dataset`/`data_dir` override the run's; the run's `dataset_options` (the
     exact `load` options training.fit used) apply only to the run's own dataset.
+    Several datasets (`a+b`, keras_hpnet.datasets.combine): a root per part
+    ("A,B") and options `{part: options, "test_dataset": part}`.
     A generated dataset's `data_dir` may be the folder it was generated in
     (training.fit records that, `PedestrianDataset.root`): `load` takes that
     folder's parent, where it finds the same folder again.
@@ -328,12 +330,27 @@ def run_dataset_args(config: dict, dataset: str | None = None, data_dir: str | N
     same = name == run_dataset
     root = data_dir if data_dir else (config.get("data_dir") if same else None)
     options = dict(config.get("dataset_options") or {}) if same else {}
+    from keras_hpnet.datasets.combine import ROOT_SEPARATOR, is_combined, split_roots
+
+    if not is_combined(name):
+        return name, _generated_parent(name, root), options
+    # several datasets (keras_hpnet.datasets.combine): a root per part, {part: options}
+    try:
+        roots = [_generated_parent(part, r) or "" for part, r in split_roots(name, root)]
+    except ValueError as e:
+        raise RunError(f"{CONFIG_FILE}: {e}") from None
+    return name, ROOT_SEPARATOR.join(roots), options
+
+
+def _generated_parent(name: str, root):
+    """The root `load` takes for `name`: for generated data recorded as its own
+    folder, that folder's parent (where `load` finds it again)."""
     if root and name.startswith(GENERATED_PREFIX):
         from keras_hpnet.datasets.synthetic import MARKER
 
         if os.path.isfile(os.path.join(root, MARKER)):  # the generated folder itself
-            root = os.path.dirname(os.path.abspath(root))
-    return name, root, options
+            return os.path.dirname(os.path.abspath(root))
+    return root
 
 
 def load_run_dataset(config: dict, dataset: str | None = None, data_dir: str | None = None):

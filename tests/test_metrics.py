@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from keras_hpnet.datasets import UNKNOWN_ATTRIBUTE
 from keras_hpnet.metrics import (
     attribute_metrics,
     cosine_distance,
@@ -191,6 +192,29 @@ def test_attributes_hand_computed():
         attribute_metrics(probs, labels * 2)
     with pytest.raises(ValueError, match="shape"):
         attribute_metrics(probs, labels[:, :2])
+
+
+def test_attributes_unknown_entries_hand_computed():
+    """UNKNOWN_ATTRIBUTE entries are left out per entry: the table above with four entries unknown."""
+    U = UNKNOWN_ATTRIBUTE
+    labels = np.array([[1, 0, U], [0, 1, 1], [U, 1, 0], [U, U, U]])
+    probs = np.array([[0.9, 0.2, 0.4], [0.1, 0.8, 0.7], [0.6, 0.1, 0.9], [0.2, 0.3, 0.1]])
+    out = attribute_metrics(probs, labels, attribute_names=["a", "b", "c"])
+    # a (rows 0,1): TP 1/1, TN 1/1 -> 1; b (rows 0-2): TP 1/2, TN 1/1 -> .75; c (rows 1,2): TP 1/1, TN 0/1 -> .5
+    assert out["mA"] == pytest.approx((1 + 0.75 + 0.5) / 3)
+    # rows over their known entries: 0 {a}/{a}; 1 {b,c}/{b,c}; 2 {c}/{b}; row 3 has none: left out
+    assert out["acc"] == pytest.approx((1 + 1 + 0) / 3)
+    assert out["prec"] == pytest.approx((1 + 1 + 0) / 3)
+    assert out["rec"] == pytest.approx((1 + 1 + 0) / 3)
+    a, c = out["per_attribute"][0], out["per_attribute"][2]
+    assert (a["num_pos"], a["num_neg"], a["num_unknown"], a["pos_ratio"]) == (1, 1, 2, 0.5)
+    assert (c["num_pos"], c["num_neg"], c["num_unknown"]) == (1, 1, 2)
+    # an attribute nobody labelled is left out of mA (its term is NaN), the others unchanged
+    wide = attribute_metrics(np.hstack([probs, probs[:, :1]]), np.hstack([labels, np.full((4, 1), U)]))
+    assert wide["mA"] == pytest.approx(out["mA"]) and np.isnan(wide["per_attribute"][3]["mA"])
+    assert wide["acc"] == pytest.approx(out["acc"])
+    with pytest.raises(ValueError, match="unknown"):
+        attribute_metrics(probs, np.full(labels.shape, U))
 
 
 # ---------------------------------------------------------------- re-ranking

@@ -114,3 +114,63 @@ def test_fit_on_cuhk03(layout, tmp_path):
     else:
         assert cfg["dataset_options"] == {"cache_dir": str(tmp_path / "cache"), "variant": "detected"}
         assert len(os.listdir(tmp_path / "cache" / "images_detected")) == 44 + 1  # the images and the marker
+
+
+def test_multi_dataset_fit_records_both_datasets_and_reads_them_back(tmp_path):
+    """--dataset synthetic+synthetic_pa100k: one training set (disjoint identity labels, attributes joined
+    by name, unknown where a dataset lacks one), tested on the first; config.json records both datasets,
+    data dirs and options, and keras_hpnet.runs.load_run_dataset reads the same data back."""
+    data = str(tmp_path / "data")
+    res = subprocess.run(
+        [sys.executable, "-m", "training.fit", "--model=tiny", "--dataset=synthetic+synthetic_pa100k",
+         f"--data_dir={data},{data}", f"--out_dir={tmp_path / 'run'}", "--batch_size=8", "--epochs=1",
+         "--input_height=32", "--input_width=16", "--precision=float32", "--synthetic_ids=4",
+         "--synthetic_max_images=2"], env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert cfg["dataset"] == "synthetic+synthetic_pa100k"
+    roots = cfg["data_dir"].split(",")
+    assert len(roots) == 2 and all(r.startswith(data) for r in roots)
+    assert cfg["dataset_options"]["test_dataset"] == "synthetic"
+    assert cfg["dataset_options"]["synthetic_pa100k"] == {"num_train": 4, "num_val": 1, "num_test": 1}
+    from keras_hpnet import datasets
+    from keras_hpnet.runs import load_run_dataset
+
+    ds = load_run_dataset(cfg)
+    market = datasets.load("synthetic", data, **cfg["dataset_options"]["synthetic"])
+    assert cfg["num_classes"] == ds.num_train_pids == market.num_train_pids
+    assert len(ds.train) == len(market.train) + 4 and len(cfg["attribute_names"]) == 52  # 26 + 26, none shared
+    assert cfg["attribute_names"] == ds.attribute_names
+    assert [r.path for r in ds.query] == [r.path for r in market.query]  # tested on the first dataset
+    assert {"rank1", "mAP", "mA", "raw_pixel_rank1"} <= set(metrics)
+    print("multi-dataset run metrics:", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
+
+
+def test_multi_dataset_flags_are_checked_before_training(tmp_path):
+    from training import fit
+
+    def cfg_of(**given):
+        cfg = config.resolve_config({"model": "tiny", "out_dir": str(tmp_path / "o"), **given})
+        config.validate_config(cfg)
+        return cfg
+
+    cfg = cfg_of(dataset="synthetic+synthetic_pa100k", synthetic_ids=4, test_dataset="synthetic_pa100k")
+    assert cfg.epochs == config.PRESETS["synthetic"]["epochs"]  # the first dataset's preset
+    options = fit.dataset_options(cfg)
+    assert options["test_dataset"] == "synthetic_pa100k"
+    assert options["synthetic"]["num_train_ids"] == 4 and options["synthetic_pa100k"]["num_train"] == 4
+    cfg = cfg_of(dataset="synthetic+synthetic_pa100k", dataset_option=("synthetic.age=onehot",))
+    assert fit.dataset_options(cfg) == {"synthetic": {"age": "onehot"}, "test_dataset": "synthetic"}
+    for given, message in [
+        (dict(dataset="synthetic+nosuch"), "--dataset='nosuch': must be one of"),
+        (dict(dataset="synthetic+synthetic_pa100k", test_dataset="peta"), "--test_dataset=peta: not one of"),
+        (dict(dataset="synthetic", test_dataset="peta"), "needs several datasets"),
+        (dict(dataset="synthetic+market1501", data_dir=f"{tmp_path},"), "--data_dir is required for --dataset=market1501"),
+        (dict(dataset="synthetic+market1501", data_dir=f",{tmp_path / 'no'}"), r"no\)?: no such directory|no such"),
+        (dict(dataset="synthetic+synthetic_pa100k", data_dir="a,b,c"), "2 datasets but 3 data dirs"),
+        (dict(dataset="synthetic+synthetic_pa100k", dataset_option=("split=identity",)),
+         "--dataset_option option split: no reader of synthetic, synthetic_pa100k has it"),
+    ]:
+        with pytest.raises(config.ConfigError, match=message):
+            cfg_of(**given)

@@ -17,6 +17,7 @@ import os
 
 from keras_hpnet.cpu import has_native_bfloat16
 from keras_hpnet.datasets import available_datasets, reader_options
+from keras_hpnet.datasets.combine import dataset_names, route_options, split_roots
 from keras_hpnet.model_spec import available_models, flag_options, spec
 
 MODELS = tuple(available_models())  # the registered networks (the --model choices)
@@ -117,6 +118,7 @@ class TrainConfig:
     synthetic_cameras: int = 0  # 0 = the generator's default
     synthetic_max_images: int = 0  # images per identity and camera, at most (0 = default)
     dataset_option: tuple = ()  # "key=value" reader options (--dataset_option, repeatable)
+    test_dataset: str = ""  # multi-dataset runs (--dataset a+b): the part evaluated on ("" = the first)
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -148,6 +150,23 @@ class TrainConfig:
         return out
 
     @property
+    def dataset_parts(self) -> list:
+        """(name, data dir or None) of each dataset: one, or the parts of
+        --dataset a+b with --data_dir A,B (keras_hpnet.datasets.combine)."""
+        try:
+            return split_roots(self.dataset, self.data_dir)
+        except ValueError as e:
+            raise ConfigError(f"--dataset={self.dataset} --data_dir={self.data_dir}: {e}") from None
+
+    def part_reader_options(self) -> dict:
+        """{dataset: reader options} of a multi-dataset run: --dataset_option
+        NAME.key=value for one dataset, key=value for every dataset whose reader has it."""
+        try:
+            return route_options(self.dataset, self.reader_options, reader_options)
+        except ValueError as e:
+            raise ConfigError(f"--dataset_option {e}") from None
+
+    @property
     def synthetic_sizes(self) -> dict:
         """Size options of keras_hpnet.datasets.load("synthetic"/"synthetic_pa100k")."""
         sizes = {}
@@ -170,9 +189,14 @@ class TrainConfig:
 def resolve_config(overrides: dict) -> TrainConfig:
     """Defaults < dataset preset < explicitly given values (None = not given)."""
     dataset = overrides.get("dataset") or "synthetic"
-    if dataset not in DATASETS:
-        raise ConfigError(f"--dataset={dataset!r}: must be one of {', '.join(DATASETS)}")
-    values = dict(PRESETS.get(dataset, PAPER))  # a reader without a preset trains with the paper recipe
+    try:
+        parts = dataset_names(dataset)
+    except ValueError as e:
+        raise ConfigError(f"--dataset: {e}") from None
+    for part in parts:
+        _choice("dataset", part, DATASETS)
+    # a reader without a preset trains with the paper recipe; several datasets: the first one's preset
+    values = dict(PRESETS.get(parts[0], PAPER))
     model = overrides.get("model") or TrainConfig.model
     if model in available_models():  # a preset's model options apply to the models that have them
         for name in set(flag_options()) - set(spec(model).option_names):
@@ -210,16 +234,25 @@ def _choice(name, value, allowed):
 def validate_config(cfg: TrainConfig) -> None:
     """Cheap checks of every flag and of the data directory (no TensorFlow)."""
     _choice("model", cfg.model, available_models())
-    _choice("dataset", cfg.dataset, DATASETS)
+    parts = cfg.dataset_parts
+    for name, _ in parts:
+        _choice("dataset", name, DATASETS)
     _choice("strategy", cfg.strategy, STRATEGIES)
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("precision", cfg.precision, PRECISIONS)
     _choice("attribute_weighting", cfg.attribute_weighting, ATTRIBUTE_WEIGHTINGS)
-    known = reader_options(cfg.dataset)
-    for key in cfg.reader_options:
-        if key not in known:
-            raise ConfigError(f"--dataset_option {key}=...: the {cfg.dataset} reader has no option {key!r} "
-                              f"(options: {', '.join(sorted(known)) or 'none'})")
+    if len(parts) > 1:
+        cfg.part_reader_options()  # every option goes to some dataset
+        if cfg.test_dataset and cfg.test_dataset not in [n for n, _ in parts]:
+            raise ConfigError(f"--test_dataset={cfg.test_dataset}: not one of --dataset={cfg.dataset}")
+    else:
+        if cfg.test_dataset and cfg.test_dataset != cfg.dataset:
+            raise ConfigError(f"--test_dataset={cfg.test_dataset}: needs several datasets (--dataset a+b)")
+        known = reader_options(cfg.dataset)
+        for key in cfg.reader_options:
+            if key not in known:
+                raise ConfigError(f"--dataset_option {key}=...: the {cfg.dataset} reader has no option {key!r} "
+                                  f"(options: {', '.join(sorted(known)) or 'none'})")
     model_spec = spec(cfg.model)
     _check_model_flags(cfg, model_spec)
     _check_stages(cfg, model_spec)
@@ -260,14 +293,17 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and task)")
     if cfg.synthetic_cameras and not 2 <= cfg.synthetic_cameras <= 9:
         raise ConfigError(f"--synthetic_cameras={cfg.synthetic_cameras}: must be in 2..9")
-    if cfg.dataset in GENERATED:
-        if cfg.data_dir and os.path.exists(cfg.data_dir) and not os.path.isdir(cfg.data_dir):
-            raise ConfigError(f"--data_dir={cfg.data_dir}: exists and is not a directory")
-    else:
-        if not cfg.data_dir:
-            raise ConfigError(f"--data_dir is required for --dataset={cfg.dataset}")
-        if not os.path.isdir(cfg.data_dir):
-            raise ConfigError(f"--data_dir={cfg.data_dir}: no such directory")
+    for name, data_dir in parts:
+        flag = f"--data_dir={data_dir}" + (f" (for {name})" if len(parts) > 1 else "")
+        if name in GENERATED:
+            if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+                raise ConfigError(f"{flag}: exists and is not a directory")
+        else:
+            if not data_dir:
+                raise ConfigError(f"--data_dir is required for --dataset={name}"
+                                  + (" (--data_dir A,B: one per dataset)" if len(parts) > 1 else ""))
+            if not os.path.isdir(data_dir):
+                raise ConfigError(f"{flag}: no such directory")
     if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
         raise ConfigError(f"--out_dir={cfg.out_dir}: exists and is not a directory")
 

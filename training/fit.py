@@ -18,6 +18,7 @@ import time
 
 from absl import app, flags
 
+from keras_hpnet.datasets.combine import TEST_OPTION
 from keras_hpnet.model_spec import flag_options, spec
 from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, PRECISION_CHOICES,
                              STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
@@ -25,8 +26,11 @@ from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "hatcnn", MODELS, "Network to train: " + "; ".join(
     f"{name}: {spec(name).summary}" for name in MODELS) + ".")
-flags.DEFINE_enum("dataset", "synthetic", DATASETS, "Dataset; synthetic is generated on first use.")
-flags.DEFINE_string("data_dir", None, "Dataset root (synthetic: where to generate/reuse it; default a cache dir).")
+flags.DEFINE_string("dataset", "synthetic", f"Dataset ({', '.join(DATASETS)}); synthetic is generated on first "
+                    "use. Several as one training set: a+b (e.g. market1501+dukemtmc; docs/datasets.md).")
+flags.DEFINE_string("data_dir", None, "Dataset root (synthetic: where to generate/reuse it; default a cache dir); "
+                    "with --dataset a+b one per dataset: A,B (empty for generated data).")
+flags.DEFINE_string("test_dataset", None, "With --dataset a+b: the dataset evaluated on (default the first).")
 flags.DEFINE_string("out_dir", None, "Run directory (default runs/<model>-<dataset>).")
 flags.DEFINE_integer("epochs", None, "Epochs (default: the dataset preset).")
 flags.DEFINE_integer("batch_size", None, "GLOBAL batch size, split over replicas.")
@@ -72,7 +76,8 @@ flags.DEFINE_integer("synthetic_ids", None, "Synthetic dataset: train and test i
 flags.DEFINE_integer("synthetic_cameras", None, "Synthetic dataset: cameras (0 = generator default).")
 flags.DEFINE_integer("synthetic_max_images", None, "Synthetic dataset: images per identity and camera, at most.")
 flags.DEFINE_multi_string("dataset_option", None, "Reader option key=value, repeatable (e.g. split=identity for "
-                          "peta, merge_val=false for msmt17; docs/datasets.md); recorded in config.json.")
+                          "peta, merge_val=false for msmt17; docs/datasets.md); recorded in config.json. With "
+                          "--dataset a+b: NAME.key=value for one dataset, key=value for every reader that has it.")
 
 CONFIG_FLAGS = [f.name for f in dataclasses.fields(TrainConfig)]
 
@@ -99,6 +104,12 @@ def dataset_options(cfg: TrainConfig) -> dict:
     config.json as `dataset_options`, so readers load exactly this data)."""
     # Generated data: fixed (seed 0) whatever --seed, sized by the --synthetic_* flags;
     # any reader: the --dataset_option key=value pairs.
+    parts = cfg.dataset_parts
+    if len(parts) > 1:  # keras_hpnet.datasets.combine: {dataset: options}, test_dataset
+        routed = cfg.part_reader_options()
+        options = {name: {**(dataclasses.replace(cfg, dataset=name).synthetic_sizes if name in GENERATED else {}),
+                          **routed[name]} for name, _ in parts}
+        return {**{k: v for k, v in options.items() if v}, TEST_OPTION: cfg.test_dataset or parts[0][0]}
     options = dict(cfg.synthetic_sizes) if cfg.dataset in GENERATED else {}
     options.update(cfg.reader_options)
     return options
@@ -133,8 +144,12 @@ def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int):
         raise ConfigError(f"{ds.root}: nothing to train (no identities and no attributes)")
     if cfg.pk and not num_classes:
         raise ConfigError(f"--pk={cfg.pk}: {cfg.dataset} has no identities for P x K sampling")
+    if cfg.pk and any(r.pid < 0 for r in train):
+        raise ConfigError(f"--pk={cfg.pk}: {cfg.dataset} has training images without an identity "
+                          f"(an attribute-only dataset) for P x K sampling")
     values = dict(dataclasses.asdict(cfg), steps_per_epoch=steps_per_epoch, strategy_replicas=replicas)
-    own = {"model", "dataset", "data_dir", "precision", "seed", "input_height", "input_width"}
+    own = {"model", "dataset", "data_dir", "precision", "seed", "input_height", "input_width",
+           "test_dataset"}  # test_dataset: in dataset_options
     flagged = {k: values[k] for k in model_spec.option_names if k in flag_options()}
     return RunPlan.make(
         model=cfg.model, model_options=model_spec.options_with_defaults(**flagged),
@@ -371,7 +386,7 @@ def evaluate(model, ds, cfg: TrainConfig) -> dict:
     from keras_hpnet.evaluation import evaluate_model
 
     metrics = dict(evaluate_model(model, ds, batch_size=cfg.eval_batch_size).metrics)
-    if ds.kind == "reid":
+    if ds.splits.get("query") and ds.splits.get("gallery"):
         from keras_hpnet.datasets import raw_pixel_baseline
 
         metrics["raw_pixel_rank1"] = float(raw_pixel_baseline(ds)["rank1"])

@@ -208,8 +208,9 @@ def make_dataset(
 
     images: uint8 `[N, H, W, 3]`, `input_size=(H, W)`, bilinear resize in the
     pipeline (grayscale and alpha decode to RGB). labels: `pid`, `camid` int32
-    `[N]`, `attributes` float32 `[N, A]` (when the records have them), `index`
-    int64 `[N]` (position in `records`).
+    `[N]`, `attributes` float32 `[N, A]` (when the records have them: 0/1,
+    and 255 = `keras_hpnet.datasets.UNKNOWN_ATTRIBUTE` kept as the mask the
+    attribute loss reads), `index` int64 `[N]` (position in `records`).
 
     training=True: order shuffled per (seed, epoch) (or identity-balanced
     P x K with `pk=K`), random horizontal `flip`, zero-pad by `pad` and crop

@@ -4,7 +4,8 @@
 are lists of :class:`Record` (path, pid, camid, attributes). Names:
 `market1501`, `dukemtmc`, `msmt17`, `cuhk03`, `pa100k`, `peta`, `rap` (RAP v1/v2), `custom`, `synthetic`
 (default data, Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
-attribute-only variant). What was skipped: `dataset.report`, written by
+attribute-only variant). Several datasets as one: `load("market1501+dukemtmc",
+"A,B")` (keras_hpnet.datasets.combine). What was skipped: `dataset.report`, written by
 `write_report(dataset, path)`. Numpy/scipy/Pillow only: no TensorFlow.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from keras_hpnet.datasets.base import (
     ATTRIBUTE_SPLITS, REID_SPLITS, UNKNOWN_ATTRIBUTE, DatasetError, DatasetWarning, PedestrianDataset, Record)
 from keras_hpnet.datasets.baseline import raw_pixel_baseline
+from keras_hpnet.datasets.combine import combine, is_combined, load_combined
 from keras_hpnet.datasets.cuhk03 import load_cuhk03
 from keras_hpnet.datasets.custom import load_custom
 from keras_hpnet.datasets.dukemtmc import load_dukemtmc
@@ -53,7 +55,10 @@ def reader_options(name: str) -> dict:
 
 
 def load(name: str, root: str | None = None, **options) -> PedestrianDataset:
-    """Load dataset `name` from `root` (synthetic: made under root or the cache dir)."""
+    """Load dataset `name` from `root` (synthetic: made under root or the cache dir);
+    "a+b" with root "A,B": the parts combined (`load_combined`)."""
+    if is_combined(name):
+        return load_combined(name, root, **options)
     key = name.lower().replace("-", "").replace("_", "") if name else name
     aliases = {k.replace("_", ""): k for k in _REGISTRY}
     aliases.update({"market": "market1501", "duke": "dukemtmc", "dukemtmcreid": "dukemtmc"})
@@ -66,7 +71,8 @@ def load(name: str, root: str | None = None, **options) -> PedestrianDataset:
 
 
 __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "DatasetWarning", "PedestrianDataset",
-           "Record", "SkipCounter", "UNKNOWN_ATTRIBUTE", "available_datasets", "cache_dir", "load", "load_cuhk03", "load_custom", "load_dukemtmc",
+           "Record", "SkipCounter", "UNKNOWN_ATTRIBUTE", "available_datasets", "cache_dir", "combine", "load_combined",
+           "load", "load_cuhk03", "load_custom", "load_dukemtmc",
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_rap", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
            "reader_options", "write_report"]
