@@ -14,7 +14,7 @@ from keras_hpnet.datasets.synthetic.workers import render_jobs
 
 VARIANTS = {"market": (Config, lambda cfg: market_plan(cfg)[0], render_jobs),
             "pa100k": (Config100k, pa100k_plan, render_jobs),
-            "mars": (VideoConfig, mars_jobs, mars_plan, render_tracklet_jobs)}
+            "mars": (VideoConfig, lambda cfg: mars_jobs(mars_plan(cfg)), render_tracklet_jobs)}
 
 
 def main(argv):
