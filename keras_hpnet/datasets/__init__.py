@@ -11,7 +11,8 @@ attribute-only variant). What was skipped: `dataset.report`, written by
 from __future__ import annotations
 
 from keras_hpnet.datasets.base import (
-    ATTRIBUTE_SPLITS, REID_SPLITS, UNKNOWN_ATTRIBUTE, DatasetError, DatasetWarning, PedestrianDataset, Record)
+    ATTRIBUTE_SPLITS, REID_SPLITS, UNKNOWN_ATTRIBUTE, DatasetError, DatasetWarning, PedestrianDataset, Record, Tracklet,
+    frame_records)
 from keras_hpnet.datasets.baseline import raw_pixel_baseline
 from keras_hpnet.datasets.custom import load_custom
 from keras_hpnet.datasets.dukemtmc import load_dukemtmc
@@ -65,4 +66,5 @@ __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "Dat
            "Record", "SkipCounter", "UNKNOWN_ATTRIBUTE", "available_datasets", "cache_dir", "load", "load_custom", "load_dukemtmc",
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
-           "reader_options", "write_report"]
+           "reader_options", "write_report",
+           "Tracklet", "frame_records"]
