@@ -4,7 +4,8 @@
 are lists of :class:`Record` (path, pid, camid, attributes). Names:
 `market1501`, `dukemtmc`, `msmt17`, `pa100k`, `peta`, `custom`, `synthetic`
 (default data, Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
-attribute-only variant). What was skipped: `dataset.report`, written by
+attribute-only variant), `mars` (video: splits of :class:`Tracklet`) and
+`synthetic_mars` (its synthetic video variant). What was skipped: `dataset.report`, written by
 `write_report(dataset, path)`. Numpy/scipy/Pillow only: no TensorFlow.
 """
 
@@ -17,11 +18,13 @@ from keras_hpnet.datasets.baseline import raw_pixel_baseline
 from keras_hpnet.datasets.custom import load_custom
 from keras_hpnet.datasets.dukemtmc import load_dukemtmc
 from keras_hpnet.datasets.market1501 import load_market1501
+from keras_hpnet.datasets.mars import load_mars
 from keras_hpnet.datasets.msmt17 import load_msmt17
 from keras_hpnet.datasets.pa100k import load_pa100k
 from keras_hpnet.datasets.peta import load_peta
 from keras_hpnet.datasets.report import DataReport, SkipCounter, write_report
 from keras_hpnet.datasets.synthetic import cache_dir, load_synthetic, load_synthetic_pa100k
+from keras_hpnet.datasets.synthetic.mars import load_synthetic_mars
 
 _REGISTRY = {
     "market1501": load_market1501,
@@ -32,8 +35,10 @@ _REGISTRY = {
     "custom": load_custom,
     "synthetic": load_synthetic,
     "synthetic_pa100k": load_synthetic_pa100k,
+    "mars": load_mars,
+    "synthetic_mars": load_synthetic_mars,
 }
-_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "pa100k", "peta", "custom"}
+_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "pa100k", "peta", "custom", "mars"}
 
 
 def available_datasets() -> list:
@@ -67,4 +72,4 @@ __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "Dat
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
            "reader_options", "write_report",
-           "Tracklet", "frame_records"]
+           "Tracklet", "frame_records", "load_mars", "load_synthetic_mars"]

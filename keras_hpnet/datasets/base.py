@@ -116,6 +116,8 @@ class PedestrianDataset:
             else:
                 lines.append(f"  {split:<8} | {pids:5d} | {len(recs):8d} | {cams:9d}")
         lines.append(rule)
+        if "protocol" in self.info:
+            lines.append(f"  protocol: {self.info.get('protocol_note') or self.info['protocol']}")
         lines.append(f"  attributes: {self.num_attributes}")
         return "\n".join(lines)
 
