@@ -276,8 +276,8 @@ def test_custom_market_layout_any_camera_count_and_errors(tmp_path):
 def test_registry_errors():
     assert {"market1501", "dukemtmc", "pa100k", "custom", "synthetic", "synthetic_pa100k"} <= set(
         datasets.available_datasets())
-    with pytest.raises(ValueError, match="unknown dataset 'cuhk03'"):
-        datasets.load("cuhk03", "/tmp")
+    with pytest.raises(ValueError, match="unknown dataset 'viper'"):
+        datasets.load("viper", "/tmp")
     with pytest.raises(ValueError, match="needs root="):
         datasets.load("market1501")
 

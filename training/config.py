@@ -57,8 +57,13 @@ PRESETS = {
     # PETA (attribute-only, 19,000 images; the metric is mA): the PA-100K
     # schedule with the balanced weighting whose 0.5 threshold optimises mA.
     "peta": dict(PAPER, epochs=60, lr=0.01, attribute_weighting="balanced"),
+    # RAP v1/v2 (attribute-only, 33,268 / 50,957 training images; the metric is mA): as PETA.
+    "rap": dict(PAPER, epochs=60, lr=0.01, attribute_weighting="balanced"),
     # MSMT17 (re-id, 32,621 training images of 1,041 ids with val): the paper recipe.
     "msmt17": dict(PAPER),
+    # CUHK03 new protocol (re-id, 7,368 labeled / 7,365 detected training images of 767 ids):
+    # the paper recipe, as for Market-1501 (HA-CNN reports CUHK03 767/700 results, Li et al. 2018 Sec. 4).
+    "cuhk03": dict(PAPER),
     "synthetic_pa100k": dict(PAPER, epochs=8, lr=0.06, warmup_epochs=1, lr_milestones=(0.75,)),
     # Video re-id (tracklets of seq_len frames, P x K over tracklets with a
     # batch-hard triplet as the video re-id baselines; unmeasured on MARS here).

@@ -154,6 +154,17 @@ def loadmat(path: str) -> dict:
         raise DatasetError(f"{path}: unreadable .mat file ({type(e).__name__}: {e})") from e
 
 
+def mat_cells(value) -> list:
+    """The entries of a MATLAB cell (or struct) array loaded with squeeze_me=True,
+    each unwrapped from nested 0-d/1-element object arrays; empty entries -> None."""
+    out = []
+    for v in np.atleast_1d(np.asarray(value, dtype=object)).ravel():
+        while isinstance(v, np.ndarray):
+            v = v.ravel()[0] if v.size else None
+        out.append(v)
+    return out
+
+
 def mat_strings(value) -> list:
     """Unwrap a MATLAB cell array of strings loaded with squeeze_me=True.
 
@@ -162,12 +173,7 @@ def mat_strings(value) -> list:
     """
     if isinstance(value, str):
         return [value.strip()]
-    out = []
-    for v in np.atleast_1d(np.asarray(value, dtype=object)).ravel():
-        while isinstance(v, np.ndarray):
-            v = v.ravel()[0] if v.size else ""
-        out.append("" if v is None else str(v).strip())
-    return out
+    return ["" if v is None else str(v).strip() for v in mat_cells(value)]
 
 
 def relabel(records: list) -> list:
