@@ -142,15 +142,20 @@ def test_cli_gallery_query_without_tensorflow(models, crops, tmp_path):
     assert os.path.isfile(g + ".npz") and os.path.isfile(g + ".json")
 
 
-def test_stream_registers_new_identities(models, crops, tmp_path):
-    paths, _, _ = models
-    model = EdgeModel(paths["int8"])
-    # Threshold between the largest same-person and smallest different-person distance.
+def _separating_threshold(model, crops):
+    """Between the largest same-person and the smallest different-person distance of the gallery crops."""
     gal, _ = build_gallery(model, str(crops / "gallery"))
     d = np.sqrt(((gal.embeddings[:, None] - gal.embeddings[None]) ** 2).sum(-1))
     same = np.array(gal.identities)[:, None] == np.array(gal.identities)[None]
     intra, inter = d[same].max(), d[~same].min()
     assert intra < inter, "synthetic identities must be separable for this test"
+    return float((intra + inter) / 2)
+
+
+def test_stream_registers_new_identities(models, crops, tmp_path):
+    paths, _, _ = models
+    model = EdgeModel(paths["int8"])
+    threshold = _separating_threshold(model, crops)
     watch = tmp_path / "incoming"
     watch.mkdir()
     order = []
@@ -161,7 +166,7 @@ def test_stream_registers_new_identities(models, crops, tmp_path):
         order.append(i)
     (watch / "999.png").write_bytes(b"half-written")
     empty = Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names)
-    assigner = IdentityAssigner(empty, threshold=float((intra + inter) / 2))
+    assigner = IdentityAssigner(empty, threshold=threshold)
     skipped = []
     got = list(process_images(model, assigner, watch_folder(str(watch), poll_seconds=0.01, idle_timeout=0,
                                                             skipped=skipped)))
@@ -349,10 +354,7 @@ def test_stream_matches_tracklets(models, crops, tmp_path):
 
     paths, _, _ = models
     model = EdgeModel(paths["int8"])
-    gal, _ = build_gallery(model, str(crops / "gallery"))
-    d = np.sqrt(((gal.embeddings[:, None] - gal.embeddings[None]) ** 2).sum(-1))
-    same = np.array(gal.identities)[:, None] == np.array(gal.identities)[None]
-    threshold = float((d[same].max() + d[~same].min()) / 2)
+    threshold = _separating_threshold(model, crops)
     watch = tmp_path / "incoming"
     watch.mkdir()
     n = 0
