@@ -10,7 +10,7 @@ docs/design.md and the losses and training loop run on it unchanged:
 - `model(x, training=False)`: `embedding` `[N, D]` (and `attributes`) = the
   weighted average of the per-frame inference outputs: exactly what
   `keras_hpnet.temporal.pool_frames` gives from the frame model's outputs (the
-  edge and `keras_hpnet.evaluation.evaluate_tracklets` compute it that way
+  edge and `keras_hpnet.evaluation.extract_tracklets` compute it that way
   from the per-frame model, `frame_model`, and `temporal_pooling_params()`).
 - `model(x, training=True)`: `features`, `identity_logits`, `attribute_logits`
   and `embedding` pooled with the same weights. A linear head on a feature
