@@ -24,9 +24,9 @@ parity report compute the same metrics from the same pixels:
   (`attribute_query_mAP[_n]`, keras_hpnet.retrieval.query). Rows
   without labels (distractors, junk) are masked out of the attribute metrics;
   they still take part in the ranking.
-- Video re-id (datasets of kind "video": tracklets): `evaluate_tracklets`
-  runs the frame predictor over every readable frame
-  (`keras_hpnet.data.tracklets.tracklet_frames`), pools the frames of each
+- Video re-id (datasets of kind "video": tracklets): `evaluate` runs the
+  frame predictor over every readable frame (`extract_tracklets`, through
+  `keras_hpnet.data.tracklets.tracklet_frames`), pools the frames of each
   tracklet with the one temporal rule (`keras_hpnet.temporal`: average, or a
   video model's attention) and ranks tracklet queries against tracklet
   gallery with the same metrics (MARS's official rules, docs/evaluation.md

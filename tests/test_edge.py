@@ -142,15 +142,20 @@ def test_cli_gallery_query_without_tensorflow(models, crops, tmp_path):
     assert os.path.isfile(g + ".npz") and os.path.isfile(g + ".json")
 
 
-def test_stream_registers_new_identities(models, crops, tmp_path):
-    paths, _, _ = models
-    model = EdgeModel(paths["int8"])
-    # Threshold between the largest same-person and smallest different-person distance.
+def _separating_threshold(model, crops):
+    """Between the largest same-person and the smallest different-person distance of the gallery crops."""
     gal, _ = build_gallery(model, str(crops / "gallery"))
     d = np.sqrt(((gal.embeddings[:, None] - gal.embeddings[None]) ** 2).sum(-1))
     same = np.array(gal.identities)[:, None] == np.array(gal.identities)[None]
     intra, inter = d[same].max(), d[~same].min()
     assert intra < inter, "synthetic identities must be separable for this test"
+    return float((intra + inter) / 2)
+
+
+def test_stream_registers_new_identities(models, crops, tmp_path):
+    paths, _, _ = models
+    model = EdgeModel(paths["int8"])
+    threshold = _separating_threshold(model, crops)
     watch = tmp_path / "incoming"
     watch.mkdir()
     order = []
@@ -161,7 +166,7 @@ def test_stream_registers_new_identities(models, crops, tmp_path):
         order.append(i)
     (watch / "999.png").write_bytes(b"half-written")
     empty = Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names)
-    assigner = IdentityAssigner(empty, threshold=float((intra + inter) / 2))
+    assigner = IdentityAssigner(empty, threshold=threshold)
     skipped = []
     got = list(process_images(model, assigner, watch_folder(str(watch), poll_seconds=0.01, idle_timeout=0,
                                                             skipped=skipped)))
@@ -349,10 +354,7 @@ def test_stream_matches_tracklets(models, crops, tmp_path):
 
     paths, _, _ = models
     model = EdgeModel(paths["int8"])
-    gal, _ = build_gallery(model, str(crops / "gallery"))
-    d = np.sqrt(((gal.embeddings[:, None] - gal.embeddings[None]) ** 2).sum(-1))
-    same = np.array(gal.identities)[:, None] == np.array(gal.identities)[None]
-    threshold = float((d[same].max() + d[~same].min()) / 2)
+    threshold = _separating_threshold(model, crops)
     watch = tmp_path / "incoming"
     watch.mkdir()
     n = 0
@@ -371,3 +373,27 @@ def test_stream_matches_tracklets(models, crops, tmp_path):
     emb = model.run(np.stack([preprocess.prepare(preprocess.load_image(str(p)), *model.input_size)
                               for p in sorted(watch.iterdir())[:3]]))["embedding"]
     np.testing.assert_allclose(assigner.gallery.embeddings[0], emb.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_video_run_exports_its_frame_model_and_pooling_rule(tmp_path):
+    """A video run's TFLite file is the per-frame model, its sidecar carries the attention; the
+    edge pools a tracklet to the Keras video model's embedding."""
+    from export.tflite import convert_run
+    from keras_hpnet.models import VideoModel
+    from support import make_tiny_model, write_tiny_run
+
+    video = VideoModel(make_tiny_model(embedding_dim=8), seq_len=4, pooling="attention", attention_units=4)
+    rng = np.random.default_rng(5)
+    for v in video.temporal_pooling.weights:
+        v.assign(rng.normal(0, 3, v.shape).astype("float32"))
+    run_dir = write_tiny_run(str(tmp_path / "run"), video)
+    (exported,), _ = convert_run(run_dir, ["float32"], parity=False, verbose=False)
+    model = EdgeModel(exported.path)
+    assert model.input_size == (32, 16) and model.metadata.extra["temporal_pooling"]["mode"] == "attention"
+    clip = rng.integers(0, 256, (1, 6, 32, 16, 3)).astype(np.uint8)
+    frames = model.run(clip[0])
+    assigner = IdentityAssigner(Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names),
+                                threshold=1.0, metadata=model.metadata)
+    assigner.assign_tracklet(frames["embedding"], "t", frames["attributes"])
+    want = np.asarray(video(clip, training=False)["embedding"])[0]
+    np.testing.assert_allclose(assigner.gallery.embeddings[0], want, rtol=1e-4, atol=1e-4)

@@ -10,7 +10,7 @@ docs/design.md and the losses and training loop run on it unchanged:
 - `model(x, training=False)`: `embedding` `[N, D]` (and `attributes`) = the
   weighted average of the per-frame inference outputs: exactly what
   `keras_hpnet.temporal.pool_frames` gives from the frame model's outputs (the
-  edge and `keras_hpnet.evaluation.evaluate_tracklets` compute it that way
+  edge and `keras_hpnet.evaluation.extract_tracklets` compute it that way
   from the per-frame model, `frame_model`, and `temporal_pooling_params()`).
 - `model(x, training=True)`: `features`, `identity_logits`, `attribute_logits`
   and `embedding` pooled with the same weights. A linear head on a feature
@@ -33,6 +33,7 @@ import numpy as np
 from keras import ops
 
 from keras_hpnet.layers.temporal_pooling import TemporalPooling
+from keras_hpnet.models.base import check_rgb_input
 
 
 @keras.saving.register_keras_serializable(package="keras_hpnet")
@@ -122,16 +123,8 @@ class VideoModel(keras.Model):
         return {"mode": self.pooling, **params}
 
     # -- forward --------------------------------------------------------------------
-    def _check_input(self, x):
-        shape = tuple(x.shape)
-        if len(shape) != 5 or shape[-1] != 3:
-            raise ValueError(f"video {self.model_name}: expected tracklets [N, T, H, W, 3], got shape {shape}")
-        if shape[2] is not None and shape[3] is not None and tuple(shape[2:4]) != self.input_size:
-            raise ValueError(f"video {self.model_name}: expected frames of {self.input_size[0]}x"
-                             f"{self.input_size[1]} (HxW), got {shape[2]}x{shape[3]}")
-
     def call(self, inputs, training=None, mask=None):
-        self._check_input(inputs)
+        check_rgb_input(f"video {self.model_name}", inputs, self.input_size, "[N, T, H, W, 3]", "tracklets")
         h, w = self.input_size
         steps = inputs.shape[1] if inputs.shape[1] is not None else ops.shape(inputs)[1]
         frames = ops.reshape(inputs, (-1, h, w, 3))
