@@ -45,7 +45,8 @@ SCHEMA_VERSION = 2
 SCHEDULE_KEYS = ("epochs", "batch_size", "steps_per_epoch", "lr", "optimizer", "momentum", "weight_decay",
                  "lr_milestones", "lr_decay", "warmup_epochs", "stagewise", "stage_epochs", "strategy_replicas")
 OBJECTIVE_KEYS = ("label_smoothing", "triplet_weight", "triplet_margin", "pk", "attribute_weight",
-                  "attribute_weighting")
+                  "attribute_weighting",
+                  "seq_len", "temporal_pooling")  # video runs only (training.fit leaves them out of image runs)
 
 
 class RunError(ValueError):
@@ -399,6 +400,8 @@ def metadata_from(model, config, *, version: int = 1) -> ModelMetadata:
     if not names:
         names = [f"attribute_{i}" for i in range(int(getattr(model, "num_attributes", 0) or 0))]
     extra = {"dataset": plan.dataset, "num_classes": plan.num_classes, "seed": plan.seed}
+    if hasattr(model, "temporal_pooling_params"):  # a video model: how the edge pools a tracklet (docs/edge.md)
+        extra["temporal_pooling"] = model.temporal_pooling_params()
     return ModelMetadata(model_name=plan.model, input_height=h, input_width=w, embedding_size=int(emb),
                          attribute_names=names, version=int(version), extra=extra)
 
