@@ -24,6 +24,14 @@ parity report compute the same metrics from the same pixels:
   (`attribute_query_mAP[_n]`, keras_hpnet.retrieval.query). Rows
   without labels (distractors, junk) are masked out of the attribute metrics;
   they still take part in the ranking.
+- Video re-id (datasets of kind "video": tracklets): `evaluate_tracklets`
+  runs the frame predictor over every readable frame
+  (`keras_hpnet.data.tracklets.tracklet_frames`), pools the frames of each
+  tracklet with the one temporal rule (`keras_hpnet.temporal`: average, or a
+  video model's attention) and ranks tracklet queries against tracklet
+  gallery with the same metrics (MARS's official rules, docs/evaluation.md
+  "Video"), plus `mAP_trapezoid` and the same figures for one seeded random
+  frame per tracklet (`frame_*`).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import weakref
 import numpy as np
 
 REID_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+VIDEO_REID_KEYS = REID_KEYS + ("mAP_trapezoid",)  # + MARS's own AP rule (keras_hpnet.metrics.reid)
 ATTRIBUTE_KEYS = ("mA", "acc", "prec", "rec", "f1")
 OUTPUTS = ("embedding", "attributes")
 
@@ -128,7 +137,14 @@ def extract(predict_fn, records, *, input_size, batch_size=64):
     result.update(pids=np.array([int(records[i].pid) for i in index], np.int64),
                   camids=np.array([int(records[i].camid) for i in index], np.int64),
                   index=index, num_skipped=len(records) - len(index))
-    attrs = [records[i].attributes for i in index]
+    _add_labels(result, [records[i] for i in index])
+    return result
+
+
+def _add_labels(result, records):
+    """`labels` uint8 `[N, A]` (zeros where a record has none) and `labeled` bool `[N]`
+    into `result` when some of `records` (images or tracklets) carry attribute vectors."""
+    attrs = [r.attributes for r in records]
     lengths = {len(a) for a in attrs if a is not None}
     if len(lengths) > 1:
         raise ValueError(f"records: attribute vectors have different lengths {sorted(lengths)}")
@@ -137,7 +153,6 @@ def extract(predict_fn, records, *, input_size, batch_size=64):
         result["labeled"] = np.array([a is not None for a in attrs])
         result["labels"] = np.stack([np.zeros(length, np.uint8) if a is None else np.asarray(a, np.uint8)
                                      for a in attrs])
-    return result
 
 
 # -- the protocol ----------------------------------------------------------------------
@@ -202,11 +217,11 @@ def subsample(dataset, max_images: int | None, seed: int = 0):
     return out
 
 
-def _reid(distmat, query, gallery):
+def _reid(distmat, query, gallery, keys=REID_KEYS):
     from keras_hpnet.metrics import reid_metrics
 
     m = reid_metrics(distmat, query["pids"], gallery["pids"], query["camids"], gallery["camids"])
-    return {k: float(m[k]) for k in REID_KEYS}
+    return {k: float(m[k]) for k in keys}
 
 
 def _attribute_columns(model_names, dataset_names, num_model_attributes):
@@ -228,20 +243,23 @@ def _attribute_columns(model_names, dataset_names, num_model_attributes):
     return cols, None
 
 
-def _reid_metrics(result, attribute_free, rerank, rerank_options):
+def _reid_metrics(result, attribute_free, rerank, rerank_options, keys=REID_KEYS):
     from keras_hpnet.metrics import euclidean_distance, k_reciprocal_rerank
 
     q, g = result.query, result.gallery
     result.distmat = euclidean_distance(q["embedding"], g["embedding"])
-    result.metrics.update(_reid(result.distmat, q, g))
+    result.metrics.update(_reid(result.distmat, q, g, keys))
     if attribute_free is not None:
         d = euclidean_distance(q["embedding"][:, :attribute_free], g["embedding"][:, :attribute_free])
-        result.metrics.update({f"{k}_without_attributes": v for k, v in _reid(d, q, g).items()})
+        result.metrics.update({f"{k}_without_attributes": v for k, v in _reid(d, q, g, keys).items()})
+    if "frame_embedding" in q:  # tracklets: the same ranking from one frame per tracklet
+        d = euclidean_distance(q["frame_embedding"], g["frame_embedding"])
+        result.metrics.update({f"frame_{k}": v for k, v in _reid(d, q, g, keys).items()})
     if rerank:
         result.distmat_rerank = k_reciprocal_rerank(
             result.distmat, euclidean_distance(q["embedding"], q["embedding"]),
             euclidean_distance(g["embedding"], g["embedding"]), **dict(rerank_options or {}))
-        result.metrics.update({f"{k}_rerank": v for k, v in _reid(result.distmat_rerank, q, g).items()})
+        result.metrics.update({f"{k}_rerank": v for k, v in _reid(result.distmat_rerank, q, g, keys).items()})
 
 
 def _attribute_metrics(result, parts, split_name, cols, dataset_attributes, num_attributes, name):
@@ -290,8 +308,16 @@ def _attribute_query_metrics(probs, labels, names) -> dict:
 
 
 def evaluate(predict_fn, dataset, *, input_size, num_attributes=0, attribute_names=None,
-             attribute_free_dims=None, batch_size=64, rerank=False, rerank_options=None) -> Evaluation:
+             attribute_free_dims=None, batch_size=64, rerank=False, rerank_options=None,
+             temporal_pooling="avg", chunk_len=8, frame_seed=0) -> Evaluation:
     """Evaluate a predictor on `dataset` (a keras_hpnet.datasets.PedestrianDataset).
+
+    A video dataset (`kind` "video": query/gallery tracklets) is scored on
+    tracklets (`extract_tracklets`: every frame through `predict_fn`, pooled
+    per tracklet by `temporal_pooling`, "avg" or a
+    `VideoModel.temporal_pooling_params()` dict; `chunk_len` frames per chunk;
+    `frame_seed` draws the single frame of the `frame_*` metrics), with
+    `mAP_trapezoid` too (docs/evaluation.md "Video").
 
     Args:
       predict_fn: uint8 `[N, H, W, 3]` -> {"embedding", "attributes"} (module doc).
@@ -323,15 +349,24 @@ def evaluate(predict_fn, dataset, *, input_size, num_attributes=0, attribute_nam
             + ("and the model predicts no attributes" if not num_attributes
                else "and no labelled 'test' split for the model's attributes"))
 
+    video = getattr(dataset, "kind", None) == "video"
+
     def run(split):
+        if video:
+            return extract_tracklets(predict_fn, dataset.splits[split], input_size=input_size,
+                                     temporal_pooling=temporal_pooling, chunk_len=chunk_len, batch_size=batch_size,
+                                     frame_seed=frame_seed)
         return extract(predict_fn, dataset.splits[split], input_size=input_size, batch_size=batch_size)
 
     if has_reid:
         result.query, result.gallery = run("query"), run("gallery")
-        _reid_metrics(result, attribute_free_dims, rerank, rerank_options)
+        _reid_metrics(result, attribute_free_dims, rerank, rerank_options, VIDEO_REID_KEYS if video else REID_KEYS)
         for split in (result.query, result.gallery):
             if split["num_skipped"]:
-                result.notes.append(f"{split['num_skipped']} unreadable image(s) skipped")
+                what = "tracklet(s) without a readable frame" if video else "unreadable image(s)"
+                result.notes.append(f"{split['num_skipped']} {what} skipped")
+            if split.get("num_dropped_frames"):
+                result.notes.append(f"{split['num_dropped_frames']} unreadable frame(s) left out of their tracklets")
     if not num_attributes:
         return result
     if not dataset_attributes:
@@ -358,9 +393,104 @@ def evaluate_model(model, dataset, *, predict_fn=None, attribute_names=None, bat
     """`evaluate` with what a model declares (input size, attributes, feature split; docs/design.md).
 
     `predict_fn`: another predictor of the same network (its SavedModel or
-    TFLite export); default `keras_predictor(model)`.
+    TFLite export); default `keras_predictor(model)`. A video model (one with
+    a `frame_model`, keras_hpnet.models.video) is evaluated through its frame
+    model, pooled by its own `temporal_pooling_params()`; an image model on a
+    video dataset pools by the average.
     """
-    return evaluate(predict_fn or keras_predictor(model), dataset, input_size=model.input_size,
+    frame_model = getattr(model, "frame_model", model)
+    pooling = model.temporal_pooling_params() if hasattr(model, "temporal_pooling_params") else "avg"
+    return evaluate(predict_fn or keras_predictor(frame_model), dataset, input_size=model.input_size,
                     num_attributes=int(getattr(model, "num_attributes", 0) or 0),
                     attribute_names=attribute_names, attribute_free_dims=attribute_free_dims(model),
-                    batch_size=batch_size, rerank=rerank, rerank_options=rerank_options)
+                    batch_size=batch_size, rerank=rerank, rerank_options=rerank_options,
+                    temporal_pooling=pooling)
+
+
+# -- video re-id: tracklets ------------------------------------------------------------
+
+def _pooling_rule(temporal_pooling):
+    """(mode, params) of "avg" / "attention" or of a `VideoModel.temporal_pooling_params()` dict."""
+    from keras_hpnet import temporal
+
+    if isinstance(temporal_pooling, dict):
+        mode = temporal.check_mode(temporal_pooling.get("mode"))
+        params = temporal.attention_params(temporal_pooling) if mode == "attention" else None
+        return mode, params
+    mode = temporal.check_mode(temporal_pooling)
+    if mode == "attention":
+        raise ValueError("temporal_pooling 'attention' needs the video model's parameters: pass "
+                         "model.temporal_pooling_params()")
+    return mode, None
+
+
+def extract_tracklets(predict_fn, tracklets, *, input_size, temporal_pooling="avg", chunk_len=8, batch_size=64,
+                      frame_seed=0):
+    """Run a frame predictor over every readable frame of `tracklets` and pool per tracklet.
+
+    Frames come from `keras_hpnet.data.tracklets.tracklet_frames` (the image
+    rule; unreadable frames dropped and counted, tracklets without a readable
+    frame skipped) in chunks of `chunk_len`, about `batch_size` frames per
+    predictor call; each tracklet's frames are pooled as they complete
+    (`keras_hpnet.temporal`: weights from the frame embeddings, applied to the
+    embedding and the attributes), so memory holds one tracklet's frames.
+
+    Returns `extract`'s dict over the kept tracklets (`embedding`,
+    `attributes`, `pids`, `camids`, `index` into `tracklets`, `labels` /
+    `labeled`, `num_skipped` tracklets) plus `num_frames` int64 `[N]` (frames
+    pooled), `num_dropped_frames`, and `frame_embedding` / `frame_attributes`:
+    the outputs of one frame per tracklet drawn with `frame_seed` (the
+    single-frame baseline).
+    """
+    from keras_hpnet import temporal
+    from keras_hpnet.data.tracklets import tracklet_frames
+
+    mode, params = _pooling_rule(temporal_pooling)
+    tracklets = list(tracklets)
+    if not tracklets:
+        raise ValueError("extract_tracklets: no tracklets")
+    chunk_len = int(chunk_len)
+    dataset = tracklet_frames(_strip_attributes(tracklets), input_size=tuple(input_size), seq_len=chunk_len,
+                              batch_size=max(1, int(batch_size) // chunk_len))
+    rng = np.random.default_rng(frame_seed)
+    pooled, single, kept, lengths = {}, {}, [], []
+    current, frames = None, {}
+
+    def flush():
+        outs = {k: np.concatenate(v) for k, v in frames.items()}
+        w = temporal.frame_weights(outs["embedding"], mode=mode, params=params)
+        pick = int(rng.integers(len(w)))
+        for k, v in outs.items():
+            pooled.setdefault(k, []).append(temporal.pool_frames(v, weights=w))
+            single.setdefault(k, []).append(v[pick])
+        kept.append(current)
+        lengths.append(len(w))
+
+    for chunks, labels in dataset:
+        chunks = chunks.numpy()
+        out = predict_fn(chunks.reshape(-1, *chunks.shape[2:]))
+        if "embedding" not in out:
+            raise ValueError(f"predictor output has no 'embedding' (keys: {sorted(out)})")
+        out = {k: np.asarray(out[k], np.float32).reshape(len(chunks), chunk_len, -1) for k in OUTPUTS if k in out}
+        for row, (index, valid) in enumerate(zip(labels["index"].numpy(), labels["num_valid"].numpy())):
+            if index != current:
+                if current is not None:
+                    flush()
+                current, frames = int(index), {}
+            for k, v in out.items():
+                frames.setdefault(k, []).append(v[row, :valid])
+    if current is None:
+        raise ValueError(f"extract_tracklets: none of the {len(tracklets)} tracklets has a readable frame")
+    flush()
+    report = dataset.report
+    index = np.asarray(kept, np.int64)
+    if np.any(np.diff(index) <= 0):
+        raise AssertionError("tracklet_frames did not yield the tracklets in order")
+    result = {k: np.stack(v) for k, v in pooled.items()}
+    result.update({f"frame_{k}": np.stack(v) for k, v in single.items()})
+    result.update(pids=np.array([int(tracklets[i].pid) for i in index], np.int64),
+                  camids=np.array([int(tracklets[i].camid) for i in index], np.int64),
+                  index=index, num_frames=np.asarray(lengths, np.int64),
+                  num_skipped=len(tracklets) - len(index), num_dropped_frames=int(report.num_dropped_frames))
+    _add_labels(result, [tracklets[i] for i in index])
+    return result

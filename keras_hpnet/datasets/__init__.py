@@ -4,25 +4,29 @@
 are lists of :class:`Record` (path, pid, camid, attributes). Names:
 `market1501`, `dukemtmc`, `msmt17`, `cuhk03`, `pa100k`, `peta`, `rap` (RAP v1/v2), `custom`, `synthetic`
 (default data, Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
-attribute-only variant). What was skipped: `dataset.report`, written by
+attribute-only variant), `mars` (video: splits of :class:`Tracklet`) and
+`synthetic_mars` (its synthetic video variant). What was skipped: `dataset.report`, written by
 `write_report(dataset, path)`. Numpy/scipy/Pillow only: no TensorFlow.
 """
 
 from __future__ import annotations
 
 from keras_hpnet.datasets.base import (
-    ATTRIBUTE_SPLITS, REID_SPLITS, UNKNOWN_ATTRIBUTE, DatasetError, DatasetWarning, PedestrianDataset, Record)
+    ATTRIBUTE_SPLITS, REID_SPLITS, UNKNOWN_ATTRIBUTE, DatasetError, DatasetWarning, PedestrianDataset, Record, Tracklet,
+    frame_records)
 from keras_hpnet.datasets.baseline import raw_pixel_baseline
 from keras_hpnet.datasets.cuhk03 import load_cuhk03
 from keras_hpnet.datasets.custom import load_custom
 from keras_hpnet.datasets.dukemtmc import load_dukemtmc
 from keras_hpnet.datasets.market1501 import load_market1501
+from keras_hpnet.datasets.mars import load_mars
 from keras_hpnet.datasets.msmt17 import load_msmt17
 from keras_hpnet.datasets.pa100k import load_pa100k
 from keras_hpnet.datasets.peta import load_peta
 from keras_hpnet.datasets.rap import load_rap
 from keras_hpnet.datasets.report import DataReport, SkipCounter, write_report
 from keras_hpnet.datasets.synthetic import cache_dir, load_synthetic, load_synthetic_pa100k
+from keras_hpnet.datasets.synthetic.mars import load_synthetic_mars
 
 _REGISTRY = {
     "market1501": load_market1501,
@@ -35,8 +39,10 @@ _REGISTRY = {
     "custom": load_custom,
     "synthetic": load_synthetic,
     "synthetic_pa100k": load_synthetic_pa100k,
+    "mars": load_mars,
+    "synthetic_mars": load_synthetic_mars,
 }
-_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "rap", "custom"}
+_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "rap", "custom", "mars"}
 
 
 def available_datasets() -> list:
@@ -69,4 +75,5 @@ __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "Dat
            "Record", "SkipCounter", "UNKNOWN_ATTRIBUTE", "available_datasets", "cache_dir", "load", "load_cuhk03", "load_custom", "load_dukemtmc",
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_rap", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
-           "reader_options", "write_report"]
+           "reader_options", "write_report",
+           "Tracklet", "frame_records", "load_mars", "load_synthetic_mars"]
