@@ -153,13 +153,19 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
 
     if pictures:
         input_size = tuple(int(s) for s in model.input_size)
+        shown = ds
+        if ds.kind == "video":  # a tracklet is shown by its middle frame (datasets.base.key_frame_records)
+            from keras_hpnet.datasets.base import key_frame_records
+
+            shown = datasets.PedestrianDataset(ds.name, {k: key_frame_records(v) for k, v in ds.splits.items()},
+                                               kind="reid", root=ds.root)
         for reranked, stem in ((False, "ranked_lists"), (True, "ranked_lists_rerank")):
-            for k, pic in enumerate(viz.ranked_list_pictures(result, ds, input_size=input_size,
+            for k, pic in enumerate(viz.ranked_list_pictures(result, shown, input_size=input_size,
                                                              num_queries=num_queries, per_picture=queries_per_picture,
                                                              top_k=top_k, reranked=reranked), start=1):
                 save(pic, f"{stem}_{k:02d}.png")
         if hasattr(model, "attention_maps"):
-            source = ds.splits.get("query") or ds.splits.get("test") or []
+            source = shown.splits.get("query") or shown.splits.get("test") or []
             for k, pic in enumerate(viz.attention_pictures(model.attention_maps, source, input_size=input_size,
                                                            count=num_attention, title=f"{config['model']} attention"),
                                     start=1):

@@ -20,7 +20,8 @@ from absl import app, flags
 
 from keras_hpnet.model_spec import flag_options, spec
 from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, PRECISION_CHOICES,
-                             STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
+                             STRATEGIES, TEMPORAL_POOLINGS, ConfigError, TrainConfig, resolve_config,
+                             validate_config)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "hatcnn", MODELS, "Network to train: " + "; ".join(
@@ -71,6 +72,10 @@ flags.DEFINE_integer("synthetic_ids", None, "Synthetic dataset: train and test i
                      "(synthetic_pa100k: training images); 0 = generator default.")
 flags.DEFINE_integer("synthetic_cameras", None, "Synthetic dataset: cameras (0 = generator default).")
 flags.DEFINE_integer("synthetic_max_images", None, "Synthetic dataset: images per identity and camera, at most.")
+flags.DEFINE_integer("seq_len", None, "Video datasets (mars, synthetic_mars): frames per training tracklet "
+                     "(default 4); evaluation pools all frames of a tracklet.")
+flags.DEFINE_enum("temporal_pooling", None, TEMPORAL_POOLINGS, "Video datasets: the video model's temporal "
+                  "pooling of frame features: avg (the baseline) or attention (learned frame weights).")
 flags.DEFINE_multi_string("dataset_option", None, "Reader option key=value, repeatable (e.g. split=identity for "
                           "peta, merge_val=false for msmt17; docs/datasets.md); recorded in config.json.")
 
@@ -94,6 +99,8 @@ def config_from_flags() -> TrainConfig:
 
 # -- pieces ---------------------------------------------------------------------------
 
+VIDEO_KEYS = ("seq_len", "temporal_pooling")  # in the plan's objective of a video run only
+
 def dataset_options(cfg: TrainConfig) -> dict:
     """The `keras_hpnet.datasets.load` options of the run's dataset (recorded in
     config.json as `dataset_options`, so readers load exactly this data)."""
@@ -111,8 +118,8 @@ def load_dataset(cfg: TrainConfig):
     ds = datasets.load(cfg.dataset, cfg.data_dir, **dataset_options(cfg))
     train = ds.splits.get("train") or []
     if len(train) < cfg.batch_size:
-        raise ConfigError(f"{cfg.data_dir or cfg.dataset}: {len(train)} training images, fewer than "
-                          f"--batch_size={cfg.batch_size}")
+        raise ConfigError(f"{cfg.data_dir or cfg.dataset}: {len(train)} training "
+                          f"{'tracklets' if ds.kind == 'video' else 'images'}, fewer than --batch_size={cfg.batch_size}")
     return ds
 
 
@@ -123,7 +130,7 @@ def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int):
 
     model_spec = spec(cfg.model)
     train = ds.splits["train"]
-    num_classes = ds.num_train_pids if ds.kind == "reid" else 0
+    num_classes = ds.num_train_pids if ds.kind in ("reid", "video") else 0
     labelled = bool(ds.attribute_names) and train[0].attributes is not None
     if model_spec.attributes == "required" and not labelled:
         raise ConfigError(f"--model={cfg.model}: {model_spec.title or cfg.model} needs attribute labels; "
@@ -134,6 +141,8 @@ def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int):
     if cfg.pk and not num_classes:
         raise ConfigError(f"--pk={cfg.pk}: {cfg.dataset} has no identities for P x K sampling")
     values = dict(dataclasses.asdict(cfg), steps_per_epoch=steps_per_epoch, strategy_replicas=replicas)
+    if ds.kind != "video":  # the temporal head exists only for tracklets
+        values = {k: v for k, v in values.items() if k not in VIDEO_KEYS}
     own = {"model", "dataset", "data_dir", "precision", "seed", "input_height", "input_width"}
     flagged = {k: values[k] for k in model_spec.option_names if k in flag_options()}
     return RunPlan.make(
@@ -148,12 +157,19 @@ def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int):
 
 
 def build_model(plan):
-    """The plan's model (`keras_hpnet.build_model`), attribute names included."""
+    """The plan's model (`keras_hpnet.build_model`), attribute names included; a
+    video run's is that image model in a `VideoModel` (keras_hpnet.models.video)."""
     import keras_hpnet
 
-    return keras_hpnet.build_model(plan.model, num_classes=plan.num_classes, num_attributes=plan.num_attributes,
-                                   input_shape=(*plan.input_size, 3), attribute_names=plan.attribute_names or None,
-                                   **plan.options("model_options"))
+    kwargs = dict(num_classes=plan.num_classes, num_attributes=plan.num_attributes, input_shape=(*plan.input_size, 3),
+                  attribute_names=plan.attribute_names or None, **plan.options("model_options"))
+    objective = plan.options("objective")
+    if "seq_len" in objective:
+        from keras_hpnet.models import build_video_model
+
+        return build_video_model(plan.model, seq_len=objective["seq_len"], pooling=objective["temporal_pooling"],
+                                 **kwargs)
+    return keras_hpnet.build_model(plan.model, **kwargs)
 
 
 def make_stages(cfg: TrainConfig):
@@ -290,7 +306,7 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
 
     import keras
 
-    from keras_hpnet.data import make_dataset
+    from keras_hpnet.data import make_dataset, tracklet_dataset
 
     stages = make_stages(cfg)
     keras.utils.set_random_seed(cfg.seed)
@@ -308,9 +324,12 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
 
     def dataset_fn(ctx, epoch):
         # Every input pipeline (worker) takes its share of the epoch's batches.
-        return make_dataset(train, input_size=plan.input_size, batch_size=per_replica, training=True,
-                            seed=cfg.seed, epoch=epoch, pk=cfg.pk or None, cache=cfg.cache_images,
-                            num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
+        common = dict(input_size=plan.input_size, batch_size=per_replica, training=True, seed=cfg.seed, epoch=epoch,
+                      pk=cfg.pk or None, cache=cfg.cache_images, num_shards=ctx.num_input_pipelines,
+                      shard_index=ctx.input_pipeline_id)
+        if ds.kind == "video":  # [N, seq_len, H, W, 3] tracklet batches
+            return tracklet_dataset(train, seq_len=cfg.seq_len, sampling="random", **common)
+        return make_dataset(train, **common)
 
     trainer = loop.Trainer(
         strategy=strategy, model=model, optimizer=optimizer,

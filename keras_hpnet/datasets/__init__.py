@@ -43,6 +43,7 @@ _REGISTRY = {
     "synthetic_mars": load_synthetic_mars,
 }
 _NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "rap", "custom", "mars"}
+VIDEO_DATASETS = ("mars", "synthetic_mars")  # kind "video": splits of Tracklet
 
 
 def available_datasets() -> list:
@@ -76,4 +77,4 @@ __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "Dat
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_rap", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
            "reader_options", "write_report",
-           "Tracklet", "frame_records", "load_mars", "load_synthetic_mars"]
+           "Tracklet", "VIDEO_DATASETS", "frame_records", "load_mars", "load_synthetic_mars"]

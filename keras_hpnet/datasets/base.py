@@ -62,6 +62,12 @@ def frame_records(tracklets) -> list:
     return [Record(path, t.pid, t.camid) for t in tracklets for path in t.frames]
 
 
+def key_frame_records(tracklets) -> list:
+    """One `Record` per tracklet, its middle frame: what a picture shows of a tracklet."""
+    return [Record(t.frames[len(t.frames) // 2] if t.frames else "", t.pid, t.camid, t.attributes)
+            for t in tracklets]
+
+
 class PedestrianDataset:
     """A loaded dataset: `name`, `kind` ("reid", "attribute" or "video"),
     `attribute_names`, `num_train_pids`, `num_cameras`, `root` and `splits`
