@@ -5,7 +5,7 @@ are lists of :class:`Record` (path, pid, camid, attributes). Names:
 `market1501`, `dukemtmc`, `msmt17`, `cuhk03`, `pa100k`, `peta`, `rap` (RAP v1/v2), `custom`, `synthetic`
 (default data, Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
 attribute-only variant), `mars` (video: splits of :class:`Tracklet`) and
-`synthetic_mars` (its synthetic video variant). What was skipped: `dataset.report`, written by
+`synthetic_mars` (its synthetic video variant), `prid2011`, `ilidsvid` (two-camera video, 10 splits). What was skipped: `dataset.report`, written by
 `write_report(dataset, path)`. Numpy/scipy/Pillow only: no TensorFlow.
 """
 
@@ -18,11 +18,13 @@ from keras_hpnet.datasets.baseline import raw_pixel_baseline
 from keras_hpnet.datasets.cuhk03 import load_cuhk03
 from keras_hpnet.datasets.custom import load_custom
 from keras_hpnet.datasets.dukemtmc import load_dukemtmc
+from keras_hpnet.datasets.ilidsvid import load_ilidsvid
 from keras_hpnet.datasets.market1501 import load_market1501
 from keras_hpnet.datasets.mars import load_mars
 from keras_hpnet.datasets.msmt17 import load_msmt17
 from keras_hpnet.datasets.pa100k import load_pa100k
 from keras_hpnet.datasets.peta import load_peta
+from keras_hpnet.datasets.prid2011 import load_prid2011
 from keras_hpnet.datasets.rap import load_rap
 from keras_hpnet.datasets.report import DataReport, SkipCounter, write_report
 from keras_hpnet.datasets.synthetic import cache_dir, load_synthetic, load_synthetic_pa100k
@@ -41,9 +43,11 @@ _REGISTRY = {
     "synthetic_pa100k": load_synthetic_pa100k,
     "mars": load_mars,
     "synthetic_mars": load_synthetic_mars,
+    "prid2011": load_prid2011,
+    "ilidsvid": load_ilidsvid,
 }
-_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "rap", "custom", "mars"}
-VIDEO_DATASETS = ("mars", "synthetic_mars")  # kind "video": splits of Tracklet
+_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "rap", "custom", "mars", "prid2011", "ilidsvid"}
+VIDEO_DATASETS = ("mars", "synthetic_mars", "prid2011", "ilidsvid")  # kind "video": splits of Tracklet
 
 
 def available_datasets() -> list:
@@ -77,4 +81,4 @@ __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "Dat
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_rap", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
            "reader_options", "write_report",
-           "Tracklet", "VIDEO_DATASETS", "frame_records", "load_mars", "load_synthetic_mars"]
+           "Tracklet", "VIDEO_DATASETS", "frame_records", "load_mars", "load_synthetic_mars", "load_prid2011", "load_ilidsvid"]
