@@ -21,8 +21,8 @@ import os
 
 import numpy as np
 
-from keras_hpnet.datasets.base import DatasetError, loadmat, require_dir
-from keras_hpnet.datasets.multishot import load_multishot
+from keras_hpnet.datasets.base import DatasetError, loadmat
+from keras_hpnet.datasets.multishot import find_layout, load_multishot
 
 CAMERAS = ("cam1", "cam2")  # query, gallery
 SPLIT_DIR, SPLIT_MAT, SPLIT_VAR = "train-test people splits", "train_test_splits_ilidsvid.mat", "ls_set"
@@ -31,16 +31,8 @@ SPLIT_DIR, SPLIT_MAT, SPLIT_VAR = "train-test people splits", "train_test_splits
 def find_sequences(root: str) -> str:
     """The `sequences/` folder under `root` (root itself, `sequences/`,
     `i-LIDS-VID/sequences/` or `ilids-vid/i-LIDS-VID/sequences/`)."""
-    require_dir(root, "iLIDS-VID root")
-    candidates = [root, os.path.join(root, "sequences"), os.path.join(root, "i-LIDS-VID", "sequences"),
-                  os.path.join(root, "ilids-vid", "i-LIDS-VID", "sequences")]
-    for cand in candidates:
-        if any(os.path.isdir(os.path.join(cand, cam)) for cam in CAMERAS):
-            for cam in CAMERAS:
-                require_dir(os.path.join(cand, cam), f"iLIDS-VID camera {cam}")
-            return cand
-    raise DatasetError(f"no iLIDS-VID layout under {root}: folder cam1/cam2 not found "
-                       f"(tried {', '.join(candidates)})")
+    return find_layout(root, ("", "sequences", os.path.join("i-LIDS-VID", "sequences"),
+                              os.path.join("ilids-vid", "i-LIDS-VID", "sequences")), CAMERAS, "iLIDS-VID")
 
 
 def read_split_mat(path: str, num_persons: int) -> np.ndarray:

@@ -28,6 +28,20 @@ DERIVED_NOTE = ("derived: a seeded half/half split of the persons seen by both c
                 "missing); NOT the official splits, figures are not comparable with published results")
 
 
+def find_layout(root: str, subfolders, camera_names, what: str) -> str:
+    """The first of `root/<subfolder>` (`""` = root itself) holding a camera
+    folder; both `camera_names` must then exist (else a DatasetError)."""
+    require_dir(root, f"{what} root")
+    candidates = [os.path.join(root, sub) if sub else root for sub in subfolders]
+    for cand in candidates:
+        if any(os.path.isdir(os.path.join(cand, cam)) for cam in camera_names):
+            for cam in camera_names:
+                require_dir(os.path.join(cand, cam), f"{what} camera {cam}")
+            return cand
+    raise DatasetError(f"no {what} layout under {root}: folder {'/'.join(camera_names)} not found "
+                       f"(tried {', '.join(candidates)})")
+
+
 def frame_order(name: str) -> list:
     """Sort key of a frame file name: its digit runs compared as numbers
     (`0002.png` < `0010.png`, `..._00317.png` < `..._01002.png`)."""

@@ -27,8 +27,8 @@ from __future__ import annotations
 import json
 import os
 
-from keras_hpnet.datasets.base import DatasetError, require_dir
-from keras_hpnet.datasets.multishot import load_multishot
+from keras_hpnet.datasets.base import DatasetError
+from keras_hpnet.datasets.multishot import find_layout, load_multishot
 
 CAMERAS = ("cam_a", "cam_b")  # query, gallery
 SPLIT_FILE = "splits_prid2011.json"
@@ -37,16 +37,8 @@ SPLIT_FILE = "splits_prid2011.json"
 def find_multi_shot(root: str) -> str:
     """The `multi_shot/` folder under `root` (root itself, `multi_shot/`,
     `prid_2011/multi_shot/` or torchreid's `prid2011/prid_2011/multi_shot/`)."""
-    require_dir(root, "PRID-2011 root")
-    candidates = [root, os.path.join(root, "multi_shot"), os.path.join(root, "prid_2011", "multi_shot"),
-                  os.path.join(root, "prid2011", "prid_2011", "multi_shot")]
-    for cand in candidates:
-        if any(os.path.isdir(os.path.join(cand, cam)) for cam in CAMERAS):
-            for cam in CAMERAS:
-                require_dir(os.path.join(cand, cam), f"PRID-2011 multi-shot camera {cam}")
-            return cand
-    raise DatasetError(f"no PRID-2011 multi-shot layout under {root}: folder cam_a/cam_b not found "
-                       f"(tried {', '.join(candidates)})")
+    return find_layout(root, ("", "multi_shot", os.path.join("prid_2011", "multi_shot"),
+                              os.path.join("prid2011", "prid_2011", "multi_shot")), CAMERAS, "PRID-2011 multi-shot")
 
 
 def read_split_json(path: str) -> list:
