@@ -167,6 +167,8 @@ def test_person_folder_without_frames(prid):
 @pytest.mark.parametrize("splits, match", [
     ([{"train": ["person_0001"], "test": ["person_0042"]}], r"names 1 person\(s\) not found .*cam_a.*person_0042"),
     ([{"train": ["person_0001", "person_0002"], "test": ["person_0002"]}], r"1 person\(s\) in both train and test"),
+    ([{"train": ["person_0001", "person_0003", "person_0001"], "test": ["person_0002"]}],
+     r"train names 1 person\(s\) more than once, e\.g\. \['person_0001'\]"),
     ([{"train": ["person_0001"]}], r"split 0 is not \{'train'"),
     ([{"train": "person_0001", "test": ["person_0002"]}], r"split 0 is not \{'train'"),
     ({"train": [], "test": []}, "expected a non-empty JSON list"),

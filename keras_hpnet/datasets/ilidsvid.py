@@ -1,6 +1,6 @@
 """iLIDS-VID (Wang et al., "Person Re-Identification by Video Ranking", ECCV
 2014): video re-id with two cameras, 300 persons seen by both, read from the
-release unchanged (docs/datasets.md, "PRID-2011 and iLIDS-VID").
+release unchanged (docs/datasets.md, "PRID-2011 multi-shot and iLIDS-VID").
 
 Layout (the release `iLIDS-VID.tar`, as torchreid expects it under
 `ilids-vid/`): `i-LIDS-VID/sequences/cam1/personNNN/cam1_personNNN_XXXXX.png`

@@ -3,12 +3,13 @@ folder of frames per person and camera, one tracklet each, and the 10-split
 protocol of Wang et al., "Person Re-Identification by Video Ranking" (ECCV
 2014): half the persons train (both cameras), the other half test with the
 first camera's tracklets as queries and the second camera's as the gallery
-(docs/datasets.md, "PRID-2011 and iLIDS-VID").
+(docs/datasets.md, "PRID-2011 multi-shot and iLIDS-VID").
 
 Shared by `prid2011.py` and `ilidsvid.py` (`load_multishot`): they find the
 files and read their split file; this module scans the camera folders, checks
-a split against them (or derives one) and builds the `PedestrianDataset` (kind "video"; camid 0 / 1; train pids
-relabelled 0..N-1, query and gallery keep the person number of the folder name).
+a split against them (or derives one) and builds the `PedestrianDataset`
+(kind "video"; camid 0 / 1; train pids relabelled 0..N-1, query and gallery
+keep the person number of the folder name).
 """
 
 from __future__ import annotations
@@ -73,8 +74,12 @@ def person_pid(name: str) -> int:
 
 
 def check_split(train, test, cameras: dict, where: str) -> None:
-    """Every person named by the split has frames in both cameras; train and test
-    do not share a person. `cameras`: {camera folder: scan_camera(...)}."""
+    """Every person named by the split has frames in both cameras, once; train
+    and test do not share a person. `cameras`: {camera folder: scan_camera(...)}."""
+    for part, names in (("train", train), ("test", test)):
+        if len(set(names)) < len(names):
+            again = sorted({n for n in names if names.count(n) > 1})
+            raise DatasetError(f"{where}: {part} names {len(again)} person(s) more than once, e.g. {again[:3]}")
     shared = sorted(set(train) & set(test))
     if shared:
         raise DatasetError(f"{where}: {len(shared)} person(s) in both train and test, e.g. {shared[:3]}")

@@ -1,7 +1,7 @@
 """PRID-2011 multi-shot (Hirzer et al., "Person Re-Identification by
 Descriptive and Discriminative Classification", SCIA 2011): video re-id with
 two cameras, read from the release unchanged (docs/datasets.md,
-"PRID-2011 and iLIDS-VID").
+"PRID-2011 multi-shot and iLIDS-VID").
 
 Layout (the release's `prid_2011/`, as torchreid expects it under
 `prid2011/`): `multi_shot/cam_a/person_XXXX/*.png` and
