@@ -351,15 +351,19 @@ def evaluate(predict_fn, dataset, *, input_size, num_attributes=0, attribute_nam
 
     video = getattr(dataset, "kind", None) == "video"
 
+    def run_tracklets(tracklets):
+        return extract_tracklets(predict_fn, tracklets, input_size=input_size, temporal_pooling=temporal_pooling,
+                                 chunk_len=chunk_len, batch_size=batch_size, frame_seed=frame_seed)
+
     def run(split):
-        if video:
-            return extract_tracklets(predict_fn, dataset.splits[split], input_size=input_size,
-                                     temporal_pooling=temporal_pooling, chunk_len=chunk_len, batch_size=batch_size,
-                                     frame_seed=frame_seed)
         return extract(predict_fn, dataset.splits[split], input_size=input_size, batch_size=batch_size)
 
-    if has_reid:
+    if has_reid and video:
+        result.query = run_tracklets(dataset.query)
+        result.gallery = _gallery_reusing_queries(run_tracklets, dataset.query, result.query, dataset.gallery)
+    elif has_reid:
         result.query, result.gallery = run("query"), run("gallery")
+    if has_reid:
         _reid_metrics(result, attribute_free_dims, rerank, rerank_options, VIDEO_REID_KEYS if video else REID_KEYS)
         for split in (result.query, result.gallery):
             if split["num_skipped"]:
@@ -408,6 +412,35 @@ def evaluate_model(model, dataset, *, predict_fn=None, attribute_names=None, bat
 
 
 # -- video re-id: tracklets ------------------------------------------------------------
+
+def _gallery_reusing_queries(run_tracklets, query, query_out, gallery):
+    """`run_tracklets(gallery)`, where gallery tracklets that are also queries (same frames:
+    MARS's official gallery is the whole test set) take the query's rows instead of
+    being read again; their dropped frames are counted once, with the query."""
+    def row_keys(out):
+        return {k for k, v in out.items() if k != "index" and isinstance(v, np.ndarray) and len(v) == len(out["index"])}
+
+    known = {tuple(query[i].frames): row for row, i in enumerate(query_out["index"])}
+    reused = [(i, known[tuple(t.frames)]) for i, t in enumerate(gallery) if tuple(t.frames) in known]
+    if not reused:
+        return run_tracklets(gallery)
+    per_row = sorted(row_keys(query_out))
+    parts = [({k: query_out[k][[r for _, r in reused]] for k in per_row}, np.array([i for i, _ in reused]))]
+    taken = {i for i, _ in reused}
+    rest = [i for i in range(len(gallery)) if i not in taken]
+    dropped = 0
+    if rest:
+        out = run_tracklets([gallery[i] for i in rest])
+        if row_keys(out) != set(per_row):  # labels on one side only: read the whole gallery
+            return run_tracklets(gallery)
+        parts.append(({k: out[k] for k in per_row}, np.asarray(rest, np.int64)[out["index"]]))
+        dropped = out["num_dropped_frames"]
+    index = np.concatenate([i for _, i in parts])
+    order = np.argsort(index, kind="stable")
+    merged = {k: np.concatenate([p[k] for p, _ in parts])[order] for k in per_row}
+    merged.update(index=index[order], num_skipped=len(gallery) - len(index), num_dropped_frames=dropped)
+    return merged
+
 
 def _pooling_rule(temporal_pooling):
     """(mode, params) of "avg" / "attention" or of a `VideoModel.temporal_pooling_params()` dict."""

@@ -383,6 +383,8 @@ def metadata_from(model, config, *, version: int = 1) -> ModelMetadata:
     if not names:
         names = [f"attribute_{i}" for i in range(int(getattr(model, "num_attributes", 0) or 0))]
     extra = {"dataset": plan.dataset, "num_classes": plan.num_classes, "seed": plan.seed}
+    if hasattr(model, "temporal_pooling_params"):  # a video model: how the edge pools a tracklet (docs/edge.md)
+        extra["temporal_pooling"] = model.temporal_pooling_params()
     return ModelMetadata(model_name=plan.model, input_height=h, input_width=w, embedding_size=int(emb),
                          attribute_names=names, version=int(version), extra=extra)
 

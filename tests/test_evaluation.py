@@ -101,6 +101,30 @@ def test_video_evaluation_reports_tracklet_and_frame_metrics(dataset):
     np.testing.assert_allclose(again.query["embedding"], q["embedding"], rtol=1e-5)  # chunking does not matter
 
 
+def test_gallery_tracklets_that_are_queries_are_read_once(dataset, monkeypatch):
+    """MARS's official gallery holds the queries too: their rows are the query's, the rest is read."""
+    import keras_hpnet.evaluation as ev
+
+    official = PedestrianDataset("all", {"query": dataset.query, "gallery": dataset.query + dataset.gallery},
+                                 kind="video")
+    calls = []
+    real = ev.extract_tracklets
+
+    def counting(predict_fn, tracklets, **kw):
+        calls.append(len(tracklets))
+        return real(predict_fn, tracklets, **kw)
+
+    monkeypatch.setattr(ev, "extract_tracklets", counting)
+    result = evaluate(mean_colour, official, input_size=(H, W), chunk_len=2)
+    assert calls == [len(dataset.query), len(dataset.gallery)]
+    direct = real(mean_colour, official.gallery, input_size=(H, W), chunk_len=2)
+    for k in ("embedding", "pids", "camids", "num_frames", "index"):
+        np.testing.assert_allclose(result.gallery[k], direct[k], rtol=1e-6)
+    assert result.gallery["num_skipped"] == 1
+    # each query meets itself in the gallery as same-id same-camera junk: rank-1 stays 1
+    assert result.metrics["rank1"] == 1.0
+
+
 def test_video_model_is_evaluated_through_its_frame_model(dataset):
     from keras_hpnet.models import VideoModel
     from tests.support import make_tiny_model

@@ -152,7 +152,7 @@ def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int):
         dataset=cfg.dataset, data_dir=ds.root or cfg.data_dir,  # generated data: its folder (runs reloads it)
         dataset_options=dataset_options(cfg), precision=cfg.precision, seed=cfg.seed,
         schedule={k: values[k] for k in SCHEDULE_KEYS},
-        objective={k: values[k] for k in OBJECTIVE_KEYS},
+        objective={k: values[k] for k in OBJECTIVE_KEYS if k in values},
         settings={k: v for k, v in values.items() if k not in own and k not in SCHEDULE_KEYS + OBJECTIVE_KEYS})
 
 

@@ -27,9 +27,9 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from keras_hpnet.data import augment, pipeline, resize, sampler
+from keras_hpnet.data import pipeline, resize, sampler
 from keras_hpnet.data.validate import PipelineReport, check_images, display_path
-from keras_hpnet.datasets.base import Record, frame_records
+from keras_hpnet.datasets.base import frame_records, key_frame_records
 
 AUTOTUNE = tf.data.AUTOTUNE
 SAMPLING = ("random", "evenly")
@@ -170,26 +170,10 @@ def _frames_loader(height, width, seq_len, images):
     return load
 
 
-def _finish(ds, batch_size, drop_remainder, prefetch, deterministic, report):
-    ds = ds.ignore_errors(log_warning=True)  # a frame that went bad after the check drops its sample
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if prefetch:
-        ds = ds.prefetch(prefetch)
-    options = tf.data.Options()
-    options.deterministic = bool(deterministic)
-    ds = ds.with_options(options)
-    ds.report = report
-    return ds
-
-
 def _label_table(tracklets, good):
-    """pid / camid / index (/ attributes) of the good tracklets, the image pipeline's label rule."""
-    proxies = [Record(t.frames[0] if t.frames else "", t.pid, t.camid, t.attributes) for t in tracklets]
-    pids, camids, attributes = pipeline._labels_of(proxies, good)
-    table = {"pid": tf.constant(pids), "camid": tf.constant(camids), "index": tf.constant(np.asarray(good, np.int64))}
-    if attributes is not None:
-        table["attributes"] = tf.constant(attributes)
-    return table
+    """pid / camid / index (/ attributes) of the good tracklets, by the image pipeline's
+    label rule (a tracklet named by its key frame in its errors)."""
+    return pipeline._label_table(*pipeline._labels_of(key_frame_records(tracklets), good), good)
 
 
 def tracklet_dataset(
@@ -228,13 +212,10 @@ def tracklet_dataset(
     """
     height, width = pipeline._input_size(input_size)
     seq_len = _seq_len(seq_len)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = pipeline._batch_size(batch_size)
     if sampling not in SAMPLING:
         raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
-    if not 0.0 <= erasing_probability <= 1.0:
-        raise ValueError(f"erasing_probability must be in [0, 1], got {erasing_probability}")
+    pipeline._check_erasing(erasing_probability)
     tracklets, report, images = _prepare(tracklets, height, width, cache, num_parallel_calls, num_check_workers,
                                          "tracklet_dataset")
     good = report.good
@@ -244,47 +225,32 @@ def tracklet_dataset(
     order = pipeline.epoch_order(
         [tracklets[i].pid for i in good], batch_size=batch_size, training=training, seed=seed, epoch=epoch, pk=pk,
         drop_remainder=drop_remainder, num_shards=num_shards, shard_index=shard_index)  # positions into `good`
-    if num_shards > 1:  # positions in the unsharded epoch, as in make_dataset
-        element = np.arange(len(order)) // batch_size * num_shards + shard_index
-        element = element * batch_size + np.arange(len(order)) % batch_size
-    else:
-        element = np.arange(len(order), dtype=np.int64)
+    element = pipeline.element_ids(len(order), batch_size, num_shards, shard_index)
     frame_pos = np.zeros((len(order), seq_len), np.int64)
     for row, (pos, e) in enumerate(zip(order, element)):
         own = report.frames[good[pos]]
         rng = sampler.epoch_rng(seed, epoch, stream=_FRAME_STREAM + int(e)) if sampling == "random" else None
         frame_pos[row] = own[frame_positions(len(own), seq_len, sampling, rng)]
 
-    columns = {"good_pos": order.astype(np.int64), "element": element.astype(np.int64), "frame_pos": frame_pos}
+    columns = {"good_pos": order.astype(np.int64), "element": element, "frame_pos": frame_pos}
     if images is None:
         columns["path"], columns["pillow"] = _frame_columns(tracklets, report, frame_pos)
     load_frames = _frames_loader(height, width, seq_len, images)
-    base = np.int64((int(seed) & 0x7FFFFFFF) * 1_000_003 + int(epoch))
-    do_flip = bool(training and flip)
-    pad = int(pad) if training else 0
-    erase = float(erasing_probability) if training else 0.0
-
-    def augment_one(image, element_seed):
-        if do_flip:
-            image = augment.random_flip(image, element_seed)
-        if pad:
-            image = augment.pad_and_crop(image, element_seed, pad)
-        if erase:
-            image = augment.random_erasing(image, element_seed, erase)
-        return image
+    augmenter = pipeline.training_augmenter(training=training, flip=flip, pad=pad,
+                                            erasing_probability=erasing_probability, seed=seed, epoch=epoch)
 
     def load(item):
         frames = load_frames(item)
-        if do_flip or pad or erase:  # the same draw for every frame of the tracklet
-            element_seed = tf.stack([tf.constant(base, tf.int64), item["element"]])
-            frames = tf.stack([augment_one(frames[t], element_seed) for t in range(seq_len)])
+        if augmenter is not None:  # the same draw (the tracklet's element seed) for every frame
+            frames = tf.stack([augmenter(frames[t], item["element"]) for t in range(seq_len)])
         frames = resize.to_uint8(frames)
         frames.set_shape([seq_len, height, width, 3])
         return frames, {k: tf.gather(v, item["good_pos"]) for k, v in label_table.items()}
 
     ds = tf.data.Dataset.from_tensor_slices(columns)
     ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    return _finish(ds, batch_size, drop_remainder, prefetch, deterministic, report)
+    return pipeline.batched(ds, batch_size, drop_remainder=drop_remainder, prefetch=prefetch,
+                            deterministic=deterministic, report=report)
 
 
 def chunk_table(report: TrackletReport, seq_len: int) -> dict:
@@ -334,9 +300,7 @@ def tracklet_frames(
     """
     height, width = pipeline._input_size(input_size)
     seq_len = _seq_len(seq_len)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = pipeline._batch_size(batch_size)
     tracklets, report, images = _prepare(tracklets, height, width, cache, num_parallel_calls, num_check_workers,
                                          "tracklet_frames")
     table = chunk_table(report, seq_len)
@@ -357,6 +321,7 @@ def tracklet_frames(
 
     ds = tf.data.Dataset.from_tensor_slices(columns)
     ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    ds = _finish(ds, batch_size, False, prefetch, deterministic, report)
+    ds = pipeline.batched(ds, batch_size, drop_remainder=False, prefetch=prefetch, deterministic=deterministic,
+                          report=report)
     ds.chunks = table
     return ds
