@@ -13,7 +13,7 @@ from PIL import Image
 
 from keras_hpnet import datasets
 from keras_hpnet.datasets import DatasetError, DatasetWarning, Tracklet
-from keras_hpnet.datasets.multishot import DERIVED_NOTE, frame_order
+from keras_hpnet.datasets.multishot import DERIVED_NOTE, derived_split, frame_order
 
 # person number -> frames in cam_a, cam_b (0 = not seen by that camera).
 PERSONS = {1: (3, 2), 2: (2, 4), 3: (1, 3), 4: (4, 2), 5: (2, 2), 6: (3, 1), 7: (2, 0), 9: (0, 3)}
@@ -104,9 +104,9 @@ def test_explicit_split_file(prid, tmp_path):
 def test_derived_split_without_the_json_is_flagged(tmp_path):
     root = make_prid(str(tmp_path / "prid2011"), splits=None)
     with pytest.warns(DatasetWarning, match="NOT the official splits"):
-        ds = datasets.load("prid2011", root)
+        ds = datasets.load("prid2011", root, min_frames=1)
     assert ds.info["protocol"] == "derived" and ds.info["protocol_note"] == DERIVED_NOTE
-    assert ds.info["split_file"] is None and ds.info["num_splits"] == 10
+    assert ds.info["split_file"] is None and ds.info["num_splits"] == 10 and ds.info["min_frames"] == 1
     assert DERIVED_NOTE in ds.summary()
     test = sorted(t.pid for t in ds.query)
     assert test == sorted(t.pid for t in ds.gallery) and len(test) == 3
@@ -114,13 +114,37 @@ def test_derived_split_without_the_json_is_flagged(tmp_path):
     assert ds.info["unused_persons"] == 2  # person 7 (cam_a only) and 9 (cam_b only) are never used
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetWarning)
-        draws = [tuple(sorted(t.pid for t in datasets.load("prid2011", root, split=k).query)) for k in range(10)]
+        draws = [tuple(sorted(t.pid for t in datasets.load("prid2011", root, split=k, min_frames=1).query))
+                 for k in range(10)]
         assert draws[0] == tuple(test)  # deterministic
-        assert tuple(sorted(t.pid for t in datasets.load("prid2011", root, split=0, seed=0).query)) == draws[0]
-        assert len(set(draws)) > 1  # the 10 splits differ
-        assert all(set(d) <= {1, 2, 3, 4, 5, 6} for d in draws)
+        assert len(set(draws)) > 1 and all(set(d) <= {1, 2, 3, 4, 5, 6} for d in draws)  # the 10 splits differ
         with pytest.raises(DatasetError, match=r"derived splits.*split=10; expected an integer 0\.\.9"):
             datasets.load("prid2011", root, split=10)
+
+
+def test_derived_splits_keep_persons_with_min_frames_in_both_cameras(tmp_path):
+    root = make_prid(str(tmp_path / "prid2011"), splits=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DatasetWarning)
+        ds = datasets.load("prid2011", root, min_frames=2)  # >= 2 in both: 1, 2, 4, 5 (3, 6 have a 1-frame side)
+        assert ds.info["num_split_persons"] == 4 and ds.info["persons"]["both"] == 6
+        train_persons = {int(os.path.basename(os.path.dirname(t.frames[0]))[-4:]) for t in ds.train}
+        assert len(ds.query) == 2 and train_persons | {t.pid for t in ds.query} == {1, 2, 4, 5}
+        with pytest.raises(DatasetError, match=r"0 person\(s\) seen by both cameras with >= 21 frames each "
+                                               r"\(6 in both cameras\)"):
+            datasets.load("prid2011", root)  # the default threshold, 21, on a fake of short sequences
+        for bad in (0, "2", True):
+            with pytest.raises(DatasetError, match=r"min_frames=.*expected an integer >= 1"):
+                datasets.load("prid2011", root, min_frames=bad)
+
+
+def test_derived_halvings_are_ten_different_partitions():
+    names = [f"person_{i:04d}" for i in range(1, 21)]
+    halves = [derived_split(names, k, seed=0) for k in range(10)]
+    assert len({tuple(train) for train, _ in halves}) == 10
+    assert all(len(a) == len(b) == 10 and sorted(a + b) == names for a, b in halves)
+    assert derived_split(reversed(names), 3, seed=0) == halves[3]  # deterministic, whatever the input order
+    assert derived_split(names, 3, seed=1) != halves[3]
 
 
 def test_missing_camera_folder(prid):
@@ -159,7 +183,7 @@ def test_person_folder_without_frames(prid):
             datasets.load("prid2011", prid)
     os.remove(os.path.join(prid, "splits_prid2011.json"))
     with pytest.warns(DatasetWarning):
-        ds = datasets.load("prid2011", prid)  # derived: person 4 is no longer seen by both cameras
+        ds = datasets.load("prid2011", prid, min_frames=1)  # derived: person 4 is no longer seen by both cameras
     assert ds.info["persons"]["both"] == 5 and 4 not in {t.pid for s in ("query", "gallery") for t in ds.splits[s]}
     assert ds.info["skipped"] == {"person folder without frames": 1}
 

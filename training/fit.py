@@ -72,8 +72,8 @@ flags.DEFINE_integer("synthetic_ids", None, "Synthetic dataset: train and test i
                      "(synthetic_pa100k: training images); 0 = generator default.")
 flags.DEFINE_integer("synthetic_cameras", None, "Synthetic dataset: cameras (0 = generator default).")
 flags.DEFINE_integer("synthetic_max_images", None, "Synthetic dataset: images per identity and camera, at most.")
-flags.DEFINE_integer("seq_len", None, "Video datasets (mars, synthetic_mars): frames per training tracklet "
-                     "(default 4); evaluation pools all frames of a tracklet.")
+flags.DEFINE_integer("seq_len", None, "Video datasets (mars, prid2011, synthetic_mars): frames per training "
+                     "tracklet (default 4); evaluation pools all frames of a tracklet.")
 flags.DEFINE_enum("temporal_pooling", None, TEMPORAL_POOLINGS, "Video datasets: the video model's temporal "
                   "pooling of frame features: avg (the baseline) or attention (learned frame weights).")
 flags.DEFINE_multi_string("dataset_option", None, "Reader option key=value, repeatable (e.g. split=identity for "
@@ -101,6 +101,7 @@ def config_from_flags() -> TrainConfig:
 
 VIDEO_KEYS = ("seq_len", "temporal_pooling")  # in the plan's objective of a video run only
 
+
 def dataset_options(cfg: TrainConfig) -> dict:
     """The `keras_hpnet.datasets.load` options of the run's dataset (recorded in
     config.json as `dataset_options`, so readers load exactly this data)."""
@@ -118,8 +119,9 @@ def load_dataset(cfg: TrainConfig):
     ds = datasets.load(cfg.dataset, cfg.data_dir, **dataset_options(cfg))
     train = ds.splits.get("train") or []
     if len(train) < cfg.batch_size:
-        raise ConfigError(f"{cfg.data_dir or cfg.dataset}: {len(train)} training "
-                          f"{'tracklets' if ds.kind == 'video' else 'images'}, fewer than --batch_size={cfg.batch_size}")
+        what = "tracklets" if ds.kind == "video" else "images"
+        raise ConfigError(f"{cfg.data_dir or cfg.dataset}: {len(train)} training {what}, fewer than "
+                          f"--batch_size={cfg.batch_size}")
     return ds
 
 

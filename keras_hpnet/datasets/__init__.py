@@ -4,8 +4,8 @@
 are lists of :class:`Record` (path, pid, camid, attributes). Names:
 `market1501`, `dukemtmc`, `msmt17`, `cuhk03`, `pa100k`, `peta`, `rap` (RAP v1/v2), `custom`, `synthetic`
 (default data, Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
-attribute-only variant), `mars` (video: splits of :class:`Tracklet`) and
-`synthetic_mars` (its synthetic video variant), `prid2011`, `ilidsvid` (two-camera video, 10 splits). What was skipped: `dataset.report`, written by
+attribute-only variant), `mars`, `prid2011`, `ilidsvid` (video: splits of :class:`Tracklet`) and
+`synthetic_mars` (the synthetic video variant). What was skipped: `dataset.report`, written by
 `write_report(dataset, path)`. Numpy/scipy/Pillow only: no TensorFlow.
 """
 
@@ -81,4 +81,4 @@ __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "Dat
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_rap", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
            "reader_options", "write_report",
-           "Tracklet", "VIDEO_DATASETS", "frame_records", "load_mars", "load_synthetic_mars", "load_prid2011", "load_ilidsvid"]
+           "Tracklet", "VIDEO_DATASETS", "frame_records", "load_ilidsvid", "load_mars", "load_prid2011", "load_synthetic_mars"]

@@ -25,8 +25,9 @@ from keras_hpnet.datasets.base import (
 
 NUM_SPLITS = 10  # Wang et al. 2014: 10 random half/half splits of the persons
 PERSON_FOLDER = re.compile(r"^person_?(\d+)$")  # PRID `person_0001`, iLIDS-VID `person001`
-DERIVED_NOTE = ("derived: a seeded half/half split of the persons seen by both cameras (the split file is "
-                "missing); NOT the official splits, figures are not comparable with published results")
+DERIVED_NOTE = ("derived: a seeded half/half split of the persons seen by both cameras with >= min_frames frames "
+                "(the split file is missing); NOT the official splits, figures are not comparable with published "
+                "results")
 
 
 def find_layout(root: str, subfolders, camera_names, what: str) -> str:
@@ -109,11 +110,12 @@ def tracklets(names, persons: dict, camid: int) -> list:
     return [Tracklet(persons[n], person_pid(n), camid, None) for n in names]
 
 
-def load_multishot(name, base, camera_names, split_file, read_splits, *, split, seed, missing):
+def load_multishot(name, base, camera_names, split_file, read_splits, *, split, seed, missing, min_frames=1):
     """Load a two-camera set: scan `base/<camera>` for both `camera_names`
     (query camera first), take split `split` of `read_splits(split_file,
     cameras)` -> [(train names, test names), ...] (official), or without a
-    `split_file` a derived split (`missing` names the absent file in the warning)."""
+    `split_file` a derived split of the persons with >= `min_frames` frames in
+    both cameras (`missing` names the absent file in the warning)."""
     skips = SkipCounter(f"{name} at {base}")
     cameras = {os.path.join(base, cam): scan_camera(os.path.join(base, cam), skips) for cam in camera_names}
     skips.warn()
@@ -125,7 +127,13 @@ def load_multishot(name, base, camera_names, split_file, read_splits, *, split, 
         protocol, num_splits = "official", len(splits)
     else:
         split = check_split_index(split, NUM_SPLITS, f"{base} (derived splits)")
-        train, test = derived_split(set(cam_a) & set(cam_b), split, seed)
+        if isinstance(min_frames, bool) or not isinstance(min_frames, (int, np.integer)) or min_frames < 1:
+            raise DatasetError(f"{base}: min_frames={min_frames!r}; expected an integer >= 1")
+        eligible = {p for p in set(cam_a) & set(cam_b) if min(len(cam_a[p]), len(cam_b[p])) >= min_frames}
+        if len(eligible) < 2:
+            raise DatasetError(f"{base}: {len(eligible)} person(s) seen by both cameras with >= {min_frames} "
+                               f"frames each ({len(set(cam_a) & set(cam_b))} in both cameras); need 2 to split")
+        train, test = derived_split(eligible, split, seed)
         protocol, num_splits = "derived", NUM_SPLITS
         warnings.warn(f"{base}: no {missing}; {name} split {DERIVED_NOTE}", DatasetWarning, stacklevel=3)
     if not train or not test:
@@ -137,6 +145,7 @@ def load_multishot(name, base, camera_names, split_file, read_splits, *, split, 
     }
     info = {"protocol": protocol, "protocol_note": "" if protocol == "official" else DERIVED_NOTE,
             "split": split, "num_splits": num_splits, "split_file": split_file,
+            "min_frames": None if protocol == "official" else int(min_frames), "num_split_persons": len(train) + len(test),
             "persons": {os.path.basename(folder_a): len(cam_a), os.path.basename(folder_b): len(cam_b),
                         "both": len(set(cam_a) & set(cam_b))},
             "unused_persons": len((set(cam_a) | set(cam_b)) - set(train) - set(test)),
