@@ -48,7 +48,8 @@ def test_official_split_from_ls_set(ilids):
     ds = datasets.load("ilids-vid", ilids)
     assert ds.kind == "video" and ds.name == "ilidsvid" and ds.num_cameras == 2
     assert ds.root == os.path.join(ilids, "i-LIDS-VID", "sequences")
-    assert ds.info["protocol"] == "official" and ds.info["num_splits"] == 10 and ds.info["split_file"] == split_mat(ilids)
+    assert ds.info["protocol"] == "official" and ds.info["num_splits"] == 10
+    assert ds.info["split_file"] == split_mat(ilids)
     # row 1 = [3, 1, 6 | 2, 4, 5]: positions 3, 1, 6 of the sorted folders are the test persons
     assert [(t.pid, t.camid) for t in ds.query] == [(1, 0), (3, 0), (10, 0)]
     assert [(t.pid, t.camid) for t in ds.gallery] == [(1, 1), (3, 1), (10, 1)]

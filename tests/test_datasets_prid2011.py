@@ -17,8 +17,8 @@ from keras_hpnet.datasets.multishot import DERIVED_NOTE, derived_split, frame_or
 
 # person number -> frames in cam_a, cam_b (0 = not seen by that camera).
 PERSONS = {1: (3, 2), 2: (2, 4), 3: (1, 3), 4: (4, 2), 5: (2, 2), 6: (3, 1), 7: (2, 0), 9: (0, 3)}
-SPLITS = [{"train": ["person_0001", "person_0003", "person_0005"], "test": ["person_0002", "person_0004", "person_0006"]},
-          {"train": ["person_0002", "person_0004", "person_0006"], "test": ["person_0001", "person_0003", "person_0005"]}]
+ODD, EVEN = ["person_0001", "person_0003", "person_0005"], ["person_0002", "person_0004", "person_0006"]
+SPLITS = [{"train": ODD, "test": EVEN}, {"train": EVEN, "test": ODD}]
 
 
 def value(pid, cam, frame):

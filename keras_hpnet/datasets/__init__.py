@@ -46,7 +46,8 @@ _REGISTRY = {
     "prid2011": load_prid2011,
     "ilidsvid": load_ilidsvid,
 }
-_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "rap", "custom", "mars", "prid2011", "ilidsvid"}
+_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "rap", "custom", "mars", "prid2011",
+               "ilidsvid"}
 VIDEO_DATASETS = ("mars", "synthetic_mars", "prid2011", "ilidsvid")  # kind "video": splits of Tracklet
 
 
@@ -81,4 +82,5 @@ __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "Dat
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_rap", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
            "reader_options", "write_report",
-           "Tracklet", "VIDEO_DATASETS", "frame_records", "load_ilidsvid", "load_mars", "load_prid2011", "load_synthetic_mars"]
+           "Tracklet", "VIDEO_DATASETS", "frame_records", "load_ilidsvid", "load_mars", "load_prid2011",
+           "load_synthetic_mars"]

@@ -21,7 +21,8 @@ import warnings
 import numpy as np
 
 from keras_hpnet.datasets.base import (
-    DataReport, DatasetError, DatasetWarning, PedestrianDataset, SkipCounter, Tracklet, list_images, relabel, require_dir)
+    DataReport, DatasetError, DatasetWarning, PedestrianDataset, SkipCounter, Tracklet, list_images, relabel,
+    require_dir)
 
 NUM_SPLITS = 10  # Wang et al. 2014: 10 random half/half splits of the persons
 PERSON_FOLDER = re.compile(r"^person_?(\d+)$")  # PRID `person_0001`, iLIDS-VID `person001`
@@ -145,7 +146,8 @@ def load_multishot(name, base, camera_names, split_file, read_splits, *, split, 
     }
     info = {"protocol": protocol, "protocol_note": "" if protocol == "official" else DERIVED_NOTE,
             "split": split, "num_splits": num_splits, "split_file": split_file,
-            "min_frames": None if protocol == "official" else int(min_frames), "num_split_persons": len(train) + len(test),
+            "min_frames": None if protocol == "official" else int(min_frames),
+            "num_split_persons": len(train) + len(test),
             "persons": {os.path.basename(folder_a): len(cam_a), os.path.basename(folder_b): len(cam_b),
                         "both": len(set(cam_a) & set(cam_b))},
             "unused_persons": len((set(cam_a) | set(cam_b)) - set(train) - set(test)),
