@@ -12,7 +12,7 @@ Layout (the release's `prid_2011/`, as torchreid expects it under
 Protocol (Wang et al., ECCV 2014; `multishot.py`): 10 splits of 89 train /
 89 test persons out of the 178 persons whose sequences are longer than a
 frame threshold. The splits are read from `splits_prid2011.json`, torchreid's
-file (its docs: "the split created by iLIDS-VID", i.e. converted from the
+file (its docs: "the split created by iLIDS-VID", presumably from the
 `train_test_splits_prid.mat` shipped with iLIDS-VID; 178 persons): a JSON list
 of `{"train": [person folder names], "test": [...]}`, looked for beside
 `prid_2011/`, in it, or in `root`. Query = cam_a (camid 0), gallery = cam_b
