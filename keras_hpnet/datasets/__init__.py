@@ -4,7 +4,7 @@
 are lists of :class:`Record` (path, pid, camid, attributes). Names:
 `market1501`, `dukemtmc`, `msmt17`, `cuhk03`, `pa100k`, `peta`, `rap` (RAP v1/v2), `custom`, `synthetic`
 (default data, Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
-attribute-only variant), `mars`, `prid2011` (video: splits of :class:`Tracklet`) and
+attribute-only variant), `mars`, `prid2011`, `ilidsvid` (video: splits of :class:`Tracklet`) and
 `synthetic_mars` (the synthetic video variant). Several datasets as one: `load("market1501+dukemtmc",
 "A,B")` (keras_hpnet.datasets.combine). What was skipped: `dataset.report`, written by
 `write_report(dataset, path)`. Numpy/scipy/Pillow only: no TensorFlow.
@@ -20,6 +20,7 @@ from keras_hpnet.datasets.combine import combine, is_combined, load_combined
 from keras_hpnet.datasets.cuhk03 import load_cuhk03
 from keras_hpnet.datasets.custom import load_custom
 from keras_hpnet.datasets.dukemtmc import load_dukemtmc
+from keras_hpnet.datasets.ilidsvid import load_ilidsvid
 from keras_hpnet.datasets.market1501 import load_market1501
 from keras_hpnet.datasets.mars import load_mars
 from keras_hpnet.datasets.msmt17 import load_msmt17
@@ -45,9 +46,11 @@ _REGISTRY = {
     "mars": load_mars,
     "synthetic_mars": load_synthetic_mars,
     "prid2011": load_prid2011,
+    "ilidsvid": load_ilidsvid,
 }
-_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "rap", "custom", "mars", "prid2011"}
-VIDEO_DATASETS = ("mars", "synthetic_mars", "prid2011")  # kind "video": splits of Tracklet
+_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "rap", "custom", "mars", "prid2011",
+               "ilidsvid"}
+VIDEO_DATASETS = ("mars", "synthetic_mars", "prid2011", "ilidsvid")  # kind "video": splits of Tracklet
 
 
 def available_datasets() -> list:
@@ -85,4 +88,5 @@ __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "Dat
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_rap", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_baseline",
            "reader_options", "write_report",
-           "Tracklet", "VIDEO_DATASETS", "frame_records", "load_mars", "load_prid2011", "load_synthetic_mars"]
+           "Tracklet", "VIDEO_DATASETS", "frame_records", "load_ilidsvid", "load_mars", "load_prid2011",
+           "load_synthetic_mars"]

@@ -1,105 +1,91 @@
 """PRID-2011 multi-shot (Hirzer et al., "Person Re-Identification by
-Descriptive and Discriminative Classification", SCIA 2011): video re-id over
-two cameras, read from the release folders (docs/datasets.md, "PRID-2011").
+Descriptive and Discriminative Classification", SCIA 2011): video re-id with
+two cameras, read from the release unchanged (docs/datasets.md,
+"PRID-2011 multi-shot and iLIDS-VID").
 
-Layout: `root/multi_shot/` (or `root/prid_2011/multi_shot/`) with `cam_a/`
-and `cam_b/`, each `person_XXXX/` holding one tracklet's frames
-(`0001.png`, ...; frames in name order). 385 persons in camera A, 749 in
-camera B, the first 200 in both.
+Layout (the release's `prid_2011/`, as torchreid expects it under
+`prid2011/`): `multi_shot/cam_a/person_XXXX/*.png` and
+`multi_shot/cam_b/person_XXXX/*.png`, one sequence per person and camera
+(frames `0001.png`, ... in temporal order). cam_a holds 385 persons, cam_b
+749; `person_0001`..`person_0200` are the 200 seen by both.
 
-Protocol (Wang et al., "Person Re-identification by Video Ranking", ECCV 2014,
-Sec. 5; McLaughlin et al., CVPR 2016): the persons seen by both cameras with
-at least `min_frames` (21) frames in each, split in half at random, ten times
-(`split` 0..9); train on both cameras' tracklets of one half, query with the
-camera-A tracklets of the other half against their camera-B tracklets. The
-published split files are not part of the release, so the halves are drawn
-here from `split` (a seeded permutation): the protocol is the papers', the
-splits are not theirs (`info["protocol"]` "derived", `info["protocol_note"]`).
+Protocol (Wang et al., ECCV 2014; `multishot.py`): 10 splits of 89 train /
+89 test persons out of the 178 persons whose sequences are longer than a
+frame threshold. The splits are read from `splits_prid2011.json`, torchreid's
+file (its docs: "the split created by iLIDS-VID", presumably from the
+`train_test_splits_prid.mat` shipped with iLIDS-VID; 178 persons): a JSON list
+of `{"train": [person folder names], "test": [...]}`, looked for beside
+`prid_2011/`, in it, or in `root`. Query = cam_a (camid 0), gallery = cam_b
+(camid 1) of the test persons; train = both cameras, pids relabelled.
+Without the file, the persons with at least `min_frames` (21) frames in both
+cameras are split half/half with a seed: NOT the official splits (a warning,
+`info["protocol"] == "derived"`, a line of `dataset.summary()`). The threshold
+behind the official 178 is not in any file: 21 is the number usually quoted,
+while a public reader counting the release reports 183 persons with >= 21
+frames in both cameras and 178 with >= 27 (docs/datasets.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
 
-import numpy as np
+from keras_hpnet.datasets.base import DatasetError
+from keras_hpnet.datasets.multishot import find_layout, load_multishot
 
-from keras_hpnet.datasets.base import (
-    DataReport, DatasetError, PedestrianDataset, SkipCounter, Tracklet, list_images, relabel, require_dir)
-
-CAMERAS = ("cam_a", "cam_b")
-PERSON = re.compile(r"^person_(\d+)$")
-NUM_SPLITS = 10
-SPLIT_SEED = 0x50524944  # the splits' permutation stream ("PRID")
+CAMERAS = ("cam_a", "cam_b")  # query, gallery
+SPLIT_FILE = "splits_prid2011.json"
 
 
 def find_multi_shot(root: str) -> str:
-    """The `multi_shot` folder under `root` (root itself, root/multi_shot or root/prid_2011/multi_shot)."""
-    require_dir(root, "PRID-2011 root")
-    candidates = [root, os.path.join(root, "multi_shot"), os.path.join(root, "prid_2011", "multi_shot")]
-    for cand in candidates:
-        if all(os.path.isdir(os.path.join(cand, cam)) for cam in CAMERAS):
-            return cand
-    tried = ", ".join(os.path.join(c, "cam_a") for c in candidates)
-    raise DatasetError(f"no PRID-2011 multi_shot layout under {root}: cam_a/ and cam_b/ not found (tried {tried})")
+    """The `multi_shot/` folder under `root` (root itself, `multi_shot/`,
+    `prid_2011/multi_shot/` or torchreid's `prid2011/prid_2011/multi_shot/`)."""
+    return find_layout(root, ("", "multi_shot", os.path.join("prid_2011", "multi_shot"),
+                              os.path.join("prid2011", "prid_2011", "multi_shot")), CAMERAS, "PRID-2011 multi-shot")
 
 
-def read_camera(folder: str, skips: SkipCounter) -> dict:
-    """{person number: frame paths in name order} of one camera folder."""
-    people = {}
-    for sub in sorted(os.listdir(folder)):
-        path = os.path.join(folder, sub)
-        m = PERSON.match(sub)
-        if not m or not os.path.isdir(path):
-            skips.add("entry that is not a person_XXXX folder", path)
-            continue
-        frames = [os.path.join(path, f) for f in list_images(path, skips)]
-        if frames:
-            people[int(m.group(1))] = tuple(frames)
-        else:
-            skips.add("person folder without frames", path)
-    return people
+def read_split_json(path: str) -> list:
+    """The [(train names, test names), ...] of a splits_prid2011.json."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: unreadable split file ({type(e).__name__}: {e})") from e
+    if not isinstance(data, list) or not data:
+        raise DatasetError(f"{path}: expected a non-empty JSON list of {{'train': [...], 'test': [...]}} splits")
+    splits = []
+    for i, entry in enumerate(data):
+        parts = [entry.get(key) if isinstance(entry, dict) else None for key in ("train", "test")]
+        if not all(isinstance(p, list) and all(isinstance(n, str) for n in p) for p in parts):
+            raise DatasetError(f"{path}: split {i} is not {{'train': [person folder names], 'test': [...]}}")
+        splits.append(tuple(parts))
+    return splits
 
 
-def split_ids(ids, split: int) -> tuple:
-    """(train ids, test ids): the seeded half/half split number `split` of `ids`."""
-    ids = np.asarray(sorted(ids), np.int64)
-    order = np.random.default_rng([SPLIT_SEED, int(split)]).permutation(len(ids))
-    half = len(ids) // 2
-    return sorted(ids[order[:half]].tolist()), sorted(ids[order[half:]].tolist())
+def _split_file(multi_shot: str, root: str, split_file: str | None) -> str | None:
+    if split_file is not None:
+        if not os.path.isfile(split_file):
+            raise DatasetError(f"{split_file}: split file not found")
+        return split_file
+    release = os.path.dirname(os.path.abspath(multi_shot))
+    for folder in (os.path.dirname(release), release, root):
+        if os.path.isfile(os.path.join(folder, SPLIT_FILE)):
+            return os.path.join(folder, SPLIT_FILE)
+    return None
 
 
-def load_prid2011(root, *, split=0, min_frames=21):
-    """Load PRID-2011 multi-shot split `split` (0..9; see the module doc).
+def load_prid2011(root, *, split=0, split_file=None, seed=0, min_frames=21):
+    """Load PRID-2011 multi-shot from `root` (see the module doc).
 
     Args:
-      root: the folder holding multi_shot/ (or multi_shot itself).
-      split: which of the ten random halvings.
-      min_frames: persons need this many frames in both cameras (DVR: 21).
+      root: torchreid's `prid2011/` folder, the release's `prid_2011/`, or `multi_shot/`.
+      split: which of the 10 splits (0..9).
+      split_file: a splits_prid2011.json elsewhere (default: looked for beside the release).
+      seed: the seed of the derived splits when there is no split file.
+      min_frames: derived splits only: persons need this many frames in both
+        cameras (21, the threshold usually quoted for the protocol).
     """
-    if not 0 <= int(split) < NUM_SPLITS:
-        raise ValueError(f"split must be in 0..{NUM_SPLITS - 1}, got {split!r}")
-    if int(min_frames) < 1:
-        raise ValueError(f"min_frames must be >= 1, got {min_frames!r}")
-    base = find_multi_shot(root)
-    skips = SkipCounter(f"prid2011 at {base}")
-    cams = [read_camera(os.path.join(base, cam), skips) for cam in CAMERAS]
-    skips.warn()
-    both = sorted(set(cams[0]) & set(cams[1]))
-    eligible = [p for p in both if min(len(cams[0][p]), len(cams[1][p])) >= int(min_frames)]
-    if len(eligible) < 2:
-        raise DatasetError(f"{base}: {len(eligible)} person(s) seen by both cameras with >= {min_frames} frames "
-                           f"each ({len(both)} in both cameras); need at least 2 to split")
-    train_ids, test_ids = split_ids(eligible, split)
-
-    def tracklets(ids, cam_indices):
-        return [Tracklet(cams[c][p], p, c, None) for p in ids for c in cam_indices]
-
-    splits = {"train": relabel(tracklets(train_ids, (0, 1))), "query": tracklets(test_ids, (0,)),
-              "gallery": tracklets(test_ids, (1,))}
-    note = (f"PRID-2011 split {int(split)}: a seeded half/half split of the {len(eligible)} persons seen by both "
-            f"cameras with >= {int(min_frames)} frames (the DVR/RCN protocol; not the papers' split files)")
-    info = {"protocol": "derived", "protocol_note": note, "split": int(split), "min_frames": int(min_frames),
-            "num_eligible": len(eligible), "num_in_both_cameras": len(both), "skipped": dict(skips.counts)}
-    return PedestrianDataset("prid2011", splits, kind="video", num_cameras=2, root=base, info=info,
-                             report=DataReport([skips]))
+    multi_shot = find_multi_shot(root)
+    return load_multishot("prid2011", multi_shot, CAMERAS, _split_file(multi_shot, root, split_file),
+                          lambda path, cameras: read_split_json(path), split=split, seed=seed, missing=SPLIT_FILE,
+                          min_frames=min_frames)
