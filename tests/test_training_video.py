@@ -75,3 +75,8 @@ def test_video_flag_values():
 def test_mars_needs_data_dir():
     with pytest.raises(ConfigError, match="--data_dir is required for --dataset=mars"):
         validate_config(resolve_config({"model": "hacnn", "dataset": "mars"}))
+
+
+def test_stagewise_refused_for_video():
+    with pytest.raises(ConfigError, match="--stagewise: stage-wise training is not offered for video datasets"):
+        validate_config(resolve_config({"model": "hpnet", "dataset": "synthetic_mars", "stagewise": True}))

@@ -329,6 +329,9 @@ def _check_video_flags(cfg: TrainConfig) -> None:
     if int(cfg.seq_len) < 1:
         raise ConfigError(f"--seq_len={cfg.seq_len}: must be >= 1")
     defaults = TrainConfig()
+    if cfg.dataset in VIDEO_DATASETS and cfg.stagewise:  # VideoModel does not forward the stage switches
+        raise ConfigError(f"--stagewise: stage-wise training is not offered for video datasets "
+                          f"(--dataset={cfg.dataset}); train the video model end to end")
     if cfg.dataset not in VIDEO_DATASETS:
         for name in ("seq_len", "temporal_pooling"):
             if getattr(cfg, name) != getattr(defaults, name):
