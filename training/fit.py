@@ -407,7 +407,7 @@ def evaluate(model, ds, cfg: TrainConfig) -> dict:
     from keras_hpnet.evaluation import evaluate_model
 
     metrics = dict(evaluate_model(model, ds, batch_size=cfg.eval_batch_size).metrics)
-    if ds.splits.get("query") and ds.splits.get("gallery"):
+    if ds.kind == "reid" and ds.splits.get("query") and ds.splits.get("gallery"):  # image re-id only
         from keras_hpnet.datasets import raw_pixel_baseline
 
         metrics["raw_pixel_rank1"] = float(raw_pixel_baseline(ds)["rank1"])
