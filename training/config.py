@@ -27,6 +27,7 @@ OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies training may use
 PRECISION_CHOICES = ("auto",) + PRECISIONS  # auto: bf16 where the CPU computes it natively
 ATTRIBUTE_WEIGHTINGS = ("auto", "none", "ratio", "balanced")
+LR_SCHEDULES = ("multistep", "cosine", "onecycle")  # training.schedule.make_schedule
 
 
 def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
@@ -84,7 +85,8 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    lr_milestones: tuple = (0.5, 0.75)  # fractions of the run
+    lr_schedule: str = "multistep"  # multistep (warm-up, x lr_decay at lr_milestones), cosine, onecycle
+    lr_milestones: tuple = (0.5, 0.75)  # fractions of the run (multistep)
     lr_decay: float = 0.1
     warmup_epochs: int = 0
     label_smoothing: float = 0.1
@@ -210,6 +212,7 @@ def validate_config(cfg: TrainConfig) -> None:
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("precision", cfg.precision, PRECISIONS)
     _choice("attribute_weighting", cfg.attribute_weighting, ATTRIBUTE_WEIGHTINGS)
+    _choice("lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
     known = reader_options(cfg.dataset)
     for key in cfg.reader_options:
         if key not in known:

@@ -19,8 +19,8 @@ import time
 from absl import app, flags
 
 from keras_hpnet.model_spec import flag_options, spec
-from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, PRECISION_CHOICES,
-                             STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
+from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, LR_SCHEDULES, MODELS, OPTIMIZERS,
+                             PRECISION_CHOICES, STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "hatcnn", MODELS, "Network to train: " + "; ".join(
@@ -34,7 +34,10 @@ flags.DEFINE_float("lr", None, "Base learning rate.")
 flags.DEFINE_enum("optimizer", None, OPTIMIZERS, "sgd (momentum, the papers) or adam.")
 flags.DEFINE_float("momentum", None, "SGD momentum.")
 flags.DEFINE_float("weight_decay", None, "Weight decay.")
-flags.DEFINE_list("lr_milestones", None, "LR decay points as fractions of the run, e.g. 0.5,0.75.")
+flags.DEFINE_enum("lr_schedule", None, LR_SCHEDULES, "multistep: linear warm-up, x --lr_decay at "
+                  "--lr_milestones; cosine: linear warm-up, then cosine to 0; onecycle: warm-up over 30% of the "
+                  "run from lr/25, then cosine (training/schedule.py).")
+flags.DEFINE_list("lr_milestones", None, "LR decay points as fractions of the run, e.g. 0.5,0.75 (multistep).")
 flags.DEFINE_float("lr_decay", None, "LR factor at each milestone.")
 flags.DEFINE_integer("warmup_epochs", None, "Linear LR warm-up epochs.")
 flags.DEFINE_float("label_smoothing", None, "Label smoothing of the identity cross-entropy.")
@@ -170,12 +173,11 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, stages=None):
     restarts at every stage (each one trains new parts: its own warm-up and decay)."""
     import keras
 
-    from training.schedule import WarmupMultiStep
+    from training.schedule import make_schedule
 
     def schedule_of(epochs):
-        total = epochs * steps_per_epoch
-        return WarmupMultiStep(cfg.lr, [round(m * total) for m in cfg.lr_milestones], cfg.lr_decay,
-                               min(cfg.warmup_epochs, epochs) * steps_per_epoch)
+        return make_schedule(cfg.lr_schedule, cfg.lr, epochs * steps_per_epoch, milestones=cfg.lr_milestones,
+                             decay=cfg.lr_decay, warmup_steps=min(cfg.warmup_epochs, epochs) * steps_per_epoch)
 
     if stages:
         from training.schedule import StageRestarts
