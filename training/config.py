@@ -104,6 +104,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps; also at each epoch end
     keep_checkpoints: int = 2
     max_steps: int = 0  # stop after this many global steps (0 = no limit)
+    time_budget: float = 0.0  # seconds of training: epochs and steps planned from measured speed (training.budget)
     steps_per_epoch: int = 0  # 0 = len(train) // batch_size
     input_height: int = 0  # 0 = the model's default
     input_width: int = 0
@@ -174,6 +175,11 @@ def resolve_config(overrides: dict) -> TrainConfig:
     if model in available_models():  # a preset's model options apply to the models that have them
         for name in set(flag_options()) - set(spec(model).option_names):
             values.pop(name, None)
+    if overrides.get("time_budget"):
+        planned = [f"--{k}" for k in ("epochs", "steps_per_epoch", "stage_epochs") if overrides.get(k)]
+        if planned:
+            raise ConfigError(f"--time_budget plans {', '.join(planned)} from the measured speed: "
+                              f"give one or the other")
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["dataset"] = dataset
     if values.get("stage_epochs"):
@@ -227,7 +233,8 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name}={getattr(cfg, name)}: must be >= 1")
     non_negative = ("max_steps", "steps_per_epoch", "input_height", "input_width", "pk",
                     "warmup_epochs", "synthetic_ids", "synthetic_cameras", "synthetic_max_images",
-                    "triplet_weight", "attribute_weight", "weight_decay", "momentum", "triplet_margin")
+                    "triplet_weight", "attribute_weight", "weight_decay", "momentum", "triplet_margin",
+                    "time_budget")
     for name in non_negative:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name}={getattr(cfg, name)}: must be >= 0")
