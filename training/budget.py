@@ -153,11 +153,15 @@ def time_steps(step, warm_steps=WARM_STEPS, clock=time.perf_counter):
 def measure_speed(trainer, stages=None, warm_steps=WARM_STEPS, clock=time.perf_counter, build_seconds=0.0) -> Speed:
     """Trace and time the step of a throw-away `trainer` (training.loop.Trainer,
     no out_dir) under each stage (training.stages) or end to end, and one
-    checkpoint write and the start of an epoch. Its model is changed: discard it."""
+    checkpoint write and the start of an epoch (after the first batch, which
+    starts the input pipeline and is not timed). Its model is changed: discard it."""
     iterator = trainer.epoch_iterator(0)
+    # The first batch starts the input pipeline (and fills the image cache, which
+    # the run then reuses): not part of the trace.
+    pending = [next(iterator)]
 
     def step():
-        images, labels = next(iterator)
+        images, labels = pending.pop() if pending else next(iterator)
         float(trainer.step_on_batch(images, labels))  # blocks on the step
 
     traces, steps = [], []
