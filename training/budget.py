@@ -119,10 +119,16 @@ def plan_budget(seconds, *, spent, speed: Speed, data_steps_per_epoch, checkpoin
 
     steps = int(max(0.0, available) / per_step + 1e-9) if per_step > 0 else 0
     floor = max(min_epochs, len(shares))
-    epochs = max(floor, round(steps / data_steps_per_epoch)) if steps >= floor else len(shares)
-    spe = max(1, min(data_steps_per_epoch, steps // max(epochs, 1)))
-    while not fits(epochs, spe) and spe > 1:  # epoch-end checkpoints and stage rounding
-        spe -= 1
+
+    def longest(epochs):  # (epochs, the most steps per epoch that fit)
+        spe = max(1, min(data_steps_per_epoch, steps // epochs))
+        while not fits(epochs, spe) and spe > 1:  # epoch-end costs and stage rounding
+            spe -= 1
+        return epochs, spe
+
+    passes = {max(floor, steps // data_steps_per_epoch), max(floor, -(-steps // data_steps_per_epoch))}
+    epochs, spe = max((longest(e) for e in sorted(passes)) if steps >= floor else [longest(len(shares))],
+                      key=lambda p: (fits(*p), p[0] * p[1]))
     while not fits(epochs, spe) and epochs > len(shares):
         epochs -= 1
     if not fits(epochs, spe):
