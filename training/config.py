@@ -48,15 +48,21 @@ PAPER = dict(
     lr_milestones=(0.5, 0.75), lr_decay=0.1, warmup_epochs=0, label_smoothing=0.1,
     triplet_weight=0.0, pk=0,
 )
+REAL_ATTRIBUTES = dict(PAPER, epochs=60, optimizer="adam", lr=0.001, lr_schedule="cosine", warmup_epochs=2,
+                       attribute_weighting="balanced")
 PRESETS = {
     "market1501": dict(PAPER),
     "dukemtmc": dict(PAPER),
     "custom": dict(PAPER, epochs=120),
-    # HP-Net on PA-100K: attribute-only, weighted BCE; shorter schedule.
-    "pa100k": dict(PAPER, epochs=60, lr=0.01),
-    # PETA (attribute-only, 19,000 images; the metric is mA): the PA-100K
-    # schedule with the balanced weighting whose 0.5 threshold optimises mA.
-    "peta": dict(PAPER, epochs=60, lr=0.01, attribute_weighting="balanced"),
+    # Attribute-only real data (PA-100K, PETA, RAP; the metric is mA), trained from
+    # scratch: measured on 1,600 real PA-100K crops (docs/training.md "Training on
+    # real attribute data"), SGD at lr 0.01 is far from converged in a CPU run
+    # while Adam lr 1e-3 with the balanced weighting (its 0.5 threshold optimises
+    # mA) beats the raw-pixel probe by 10 points in 30 epochs; the cosine
+    # schedule spans whatever --epochs or --time_budget gives.
+    "pa100k": REAL_ATTRIBUTES,
+    "peta": REAL_ATTRIBUTES,
+    "rap": REAL_ATTRIBUTES,
     # MSMT17 (re-id, 32,621 training images of 1,041 ids with val): the paper recipe.
     "msmt17": dict(PAPER),
     "synthetic_pa100k": dict(PAPER, epochs=8, lr=0.06, warmup_epochs=1, lr_milestones=(0.75,)),
