@@ -94,10 +94,10 @@ def plan_budget(seconds, *, spent, speed: Speed, data_steps_per_epoch, checkpoin
     The real run still pays its traces (one per stage, as measured) and the
     model build; the rest goes to steps (stage ``i`` taking ``shares[i]`` of
     the epochs at ``speed.step_seconds[i]``) and checkpoints (every
-    `checkpoint_every` steps and at each epoch end). Epochs are
-    ``max(min_epochs, stages, passes that fit)`` long ``steps_per_epoch`` <=
-    `data_steps_per_epoch` steps. Raises BudgetError when not even one step
-    per stage fits.
+    `checkpoint_every` steps and at each epoch end). The run has
+    ``max(min_epochs, stages, the passes over the data that fit)`` epochs of
+    ``steps_per_epoch`` <= `data_steps_per_epoch` steps. Raises BudgetError
+    when not even one step per stage fits.
     """
     from training.stages import split_epochs
 
