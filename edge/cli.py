@@ -178,7 +178,12 @@ def cmd_stream(args) -> int:
         return 2
     n = new = 0
     try:
-        for a in stream.process_images(model, assigner, items):
+        if args.tracklets:  # runs of crops of one track id, matched by their pooled embedding
+            groups = stream.group_tracklets(items, max_len=args.max_tracklet_len)
+            assignments = stream.process_tracklets(model, assigner, groups)
+        else:
+            assignments = stream.process_images(model, assigner, items)
+        for a in assignments:
             n += 1
             new += a.is_new
             tag = "NEW " if a.is_new else ""
@@ -190,7 +195,7 @@ def cmd_stream(args) -> int:
                 break
     except KeyboardInterrupt:
         pass
-    print(f"{n} crops, {new} new identities, gallery now {len(set(gallery.identities))} identities")
+    print(f"{n} {'tracklets' if args.tracklets else 'crops'}, {new} new identities, gallery now {len(set(gallery.identities))} identities")
     if args.save:
         gallery.save(args.save)
         print(f"gallery saved to {args.save}")
@@ -245,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--idle_timeout", type=float, default=None, help="stop after this many seconds without new crops")
     s.add_argument("--every", type=int, default=1, help="video: take every N-th frame")
     s.add_argument("--max_items", type=int, default=None, help="stop after this many crops")
+    s.add_argument("--tracklets", action="store_true",
+                   help="group consecutive crops of one track (file name without its frame number, "
+                        "cam1_track7_0003.jpg -> cam1_track7) and match each tracklet's pooled embedding")
+    s.add_argument("--max_tracklet_len", type=int, default=None, help="--tracklets: cut tracklets after N crops")
     s.add_argument("--save", default=None, help="save the grown gallery here at the end")
     s.set_defaults(func=cmd_stream)
     return parser

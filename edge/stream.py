@@ -1,21 +1,32 @@
-"""Assign identities to a stream of person crops, registering new people.
+"""Assign identities to a stream of person crops or tracklets, registering new people.
 
 Each crop is matched against the gallery; the nearest identity is taken when
 its distance is below `threshold`, otherwise the crop starts a new identity
 (`new-0001`, ...) that later crops can match. Sources: a watched folder of
 crops (polled) or the frames of a video file (needs OpenCV, optional).
+
+Tracklets (a run of crops of one track id from a tracker, `group_tracklets`)
+are matched by one embedding: the per-frame embeddings of the exported
+frame model pooled by `keras_hpnet.temporal` (numpy), the rule the video
+model trained with: its attention when the model metadata carries it
+(`extra["temporal_pooling"]`, written by the export of a video run), else
+the average (docs/edge.md "Tracklets").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 
 import numpy as np
 
 from edge import preprocess
 from edge.gallery import Gallery
+from keras_hpnet import temporal
+
+_FRAME_NUMBER = re.compile(r"^(.*?)[_\-]?F?\d+$")
 
 
 @dataclasses.dataclass
@@ -43,10 +54,23 @@ def match_threshold(threshold, metadata=None) -> float:
     return threshold
 
 
-class IdentityAssigner:
-    """Match embeddings to a gallery; register the ones farther than `threshold`.
+def tracklet_pooling(metadata=None) -> tuple:
+    """(mode, params) of the temporal pooling in the model `metadata` (`extra["temporal_pooling"]`,
+    a `VideoModel.temporal_pooling_params()` dict), or ("avg", None) when it has none."""
+    rule = (getattr(metadata, "extra", None) or {}).get("temporal_pooling")
+    if not rule:
+        return "avg", None
+    if not isinstance(rule, dict):
+        raise ValueError(f"model metadata extra.temporal_pooling: expected an object, got {type(rule).__name__}")
+    mode = temporal.check_mode(rule.get("mode"))
+    return mode, (temporal.attention_params(rule) if mode == "attention" else None)
 
-    `threshold=None` takes the calibrated one from the model `metadata`.
+
+class IdentityAssigner:
+    """Match embeddings (or tracklets of them) to a gallery; register the ones farther than `threshold`.
+
+    `threshold=None` takes the calibrated one from the model `metadata`; the
+    tracklet pooling rule comes from it too (`tracklet_pooling`).
     """
 
     def __init__(self, gallery: Gallery, threshold: float | None = None, prefix: str = "new-",
@@ -61,6 +85,7 @@ class IdentityAssigner:
         self.prefix = prefix
         self.update_gallery = update_gallery
         self._next = 1 + sum(1 for i in set(gallery.identities) if i.startswith(prefix))
+        self.pooling = tracklet_pooling(metadata)
 
     def _new_identity(self) -> str:
         taken = set(self.gallery.identities)
@@ -83,6 +108,54 @@ class IdentityAssigner:
         if self.update_gallery:
             self.gallery.add(embedding, ident, path=source, attributes=attributes)
         return Assignment(source, ident, dist, True, attr)
+
+
+    def assign_tracklet(self, embeddings, source: str = "", attributes=None) -> Assignment:
+        """Assign one tracklet from its per-frame `embeddings` `[T, D]` (and `attributes`
+        `[T, A]`): pooled by the model's rule (module doc), then matched like one crop."""
+        emb = np.asarray(embeddings, np.float32)
+        if emb.ndim != 2 or not len(emb):
+            raise ValueError(f"tracklet {source}: expected per-frame embeddings [T, D] with T >= 1, "
+                             f"got shape {emb.shape}")
+        mode, params = self.pooling
+        weights = temporal.frame_weights(emb, mode=mode, params=params)
+        attr = None if attributes is None else temporal.pool_frames(attributes, weights=weights)
+        return self.assign(temporal.pool_frames(emb, weights=weights), source, attr)
+
+
+def track_id(path: str) -> str:
+    """The track a crop belongs to: its file name without the trailing frame number
+    (`cam1_track7_0003.jpg` -> "cam1_track7", MARS `0001C1T0001F001.jpg` -> "0001C1T0001");
+    a name that is only a number is its own track."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    m = _FRAME_NUMBER.match(stem)
+    return m.group(1) if m and m.group(1) else stem
+
+
+def group_tracklets(items, *, track_of=track_id, max_len: int | None = None):
+    """Group a stream of (source, image) into tracklets: runs of consecutive crops of
+    one track (`track_of(source)`), cut when another track's crop arrives, after
+    `max_len` crops, or at the end. Yields (track, [sources], [images])."""
+    current, sources, images = None, [], []
+    for source, image in items:
+        track = track_of(source)
+        if sources and (track != current or (max_len and len(sources) >= max_len)):
+            yield current, sources, images
+            sources, images = [], []
+        current = track
+        sources.append(source)
+        images.append(image)
+    if sources:
+        yield current, sources, images
+
+
+def process_tracklets(model, assigner: IdentityAssigner, tracklets):
+    """Embed every crop of each (track, sources, images) from `group_tracklets` with the
+    per-frame model and assign the pooled tracklet; yields Assignments (source = the track)."""
+    h, w = model.input_size
+    for track, _, images in tracklets:
+        out = model.run(np.stack([preprocess.prepare(image, h, w) for image in images]))
+        yield assigner.assign_tracklet(out["embedding"], track, out.get("attributes"))
 
 
 def process_images(model, assigner: IdentityAssigner, items):

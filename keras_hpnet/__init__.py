@@ -18,6 +18,7 @@ _keras_hook.install()
 
 _LAZY = {
     "build_model": ("keras_hpnet.models", "build_model"),
+    "build_video_model": ("keras_hpnet.models", "build_video_model"),
     "available_models": ("keras_hpnet.model_spec", "available_models"),  # no TensorFlow
     "spec": ("keras_hpnet.model_spec", "spec"),  # no TensorFlow
 }

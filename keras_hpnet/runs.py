@@ -45,7 +45,8 @@ SCHEMA_VERSION = 2
 SCHEDULE_KEYS = ("epochs", "batch_size", "steps_per_epoch", "lr", "optimizer", "momentum", "weight_decay",
                  "lr_schedule", "lr_milestones", "lr_decay", "warmup_epochs", "stagewise", "stage_epochs", "strategy_replicas")
 OBJECTIVE_KEYS = ("label_smoothing", "triplet_weight", "triplet_margin", "pk", "attribute_weight",
-                  "attribute_weighting")
+                  "attribute_weighting",
+                  "seq_len", "temporal_pooling")  # video runs only (training.fit leaves them out of image runs)
 
 
 class RunError(ValueError):
@@ -317,6 +318,8 @@ def run_dataset_args(config: dict, dataset: str | None = None, data_dir: str | N
 
     `dataset`/`data_dir` override the run's; the run's `dataset_options` (the
     exact `load` options training.fit used) apply only to the run's own dataset.
+    Several datasets (`a+b`, keras_hpnet.datasets.combine): a root per part
+    ("A,B") and options `{part: options, "test_dataset": part}`.
     A generated dataset's `data_dir` may be the folder it was generated in
     (training.fit records that, `PedestrianDataset.root`): `load` takes that
     folder's parent, where it finds the same folder again.
@@ -328,12 +331,27 @@ def run_dataset_args(config: dict, dataset: str | None = None, data_dir: str | N
     same = name == run_dataset
     root = data_dir if data_dir else (config.get("data_dir") if same else None)
     options = dict(config.get("dataset_options") or {}) if same else {}
+    from keras_hpnet.datasets.combine import ROOT_SEPARATOR, is_combined, split_roots
+
+    if not is_combined(name):
+        return name, _generated_parent(name, root), options
+    # several datasets (keras_hpnet.datasets.combine): a root per part, {part: options}
+    try:
+        roots = [_generated_parent(part, r) or "" for part, r in split_roots(name, root)]
+    except ValueError as e:
+        raise RunError(f"{CONFIG_FILE}: {e}") from None
+    return name, ROOT_SEPARATOR.join(roots), options
+
+
+def _generated_parent(name: str, root):
+    """The root `load` takes for `name`: for generated data recorded as its own
+    folder, that folder's parent (where `load` finds it again)."""
     if root and name.startswith(GENERATED_PREFIX):
         from keras_hpnet.datasets.synthetic import MARKER
 
         if os.path.isfile(os.path.join(root, MARKER)):  # the generated folder itself
-            root = os.path.dirname(os.path.abspath(root))
-    return name, root, options
+            return os.path.dirname(os.path.abspath(root))
+    return root
 
 
 def load_run_dataset(config: dict, dataset: str | None = None, data_dir: str | None = None):
@@ -382,6 +400,8 @@ def metadata_from(model, config, *, version: int = 1) -> ModelMetadata:
     if not names:
         names = [f"attribute_{i}" for i in range(int(getattr(model, "num_attributes", 0) or 0))]
     extra = {"dataset": plan.dataset, "num_classes": plan.num_classes, "seed": plan.seed}
+    if hasattr(model, "temporal_pooling_params"):  # a video model: how the edge pools a tracklet (docs/edge.md)
+        extra["temporal_pooling"] = model.temporal_pooling_params()
     return ModelMetadata(model_name=plan.model, input_height=h, input_width=w, embedding_size=int(emb),
                          attribute_names=names, version=int(version), extra=extra)
 

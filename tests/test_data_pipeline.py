@@ -133,6 +133,14 @@ def test_eval_keeps_order_labels_and_last_batch(folder):
     np.testing.assert_array_equal(labels["attributes"], np.stack([r.attributes for r in good[:11]]))
     assert labels["pid"].dtype == np.int32 and labels["attributes"].dtype == np.float32
     assert labels["index"].dtype == np.int64
+    # UNKNOWN_ATTRIBUTE entries reach the loss as 255 (its mask)
+    from keras_hpnet.datasets import UNKNOWN_ATTRIBUTE
+
+    masked = [r._replace(attributes=np.where(np.arange(len(r.attributes)) == 0, UNKNOWN_ATTRIBUTE, r.attributes)
+                         .astype(np.uint8)) for r in good[:3]]
+    _, mlabels = collect(make_dataset(masked, input_size=(H, W), batch_size=4, training=False))
+    np.testing.assert_array_equal(mlabels["attributes"][:, 0], [255.0] * 3)
+    np.testing.assert_array_equal(mlabels["attributes"][:, 1:], np.stack([r.attributes[1:] for r in good[:3]]))
     # deterministic eval: a second pass, and the in-memory cache, give the same pixels
     again, _ = collect(make_dataset(good[:11], input_size=(H, W), batch_size=4, training=False, cache=True))
     np.testing.assert_array_equal(images, again)

@@ -112,10 +112,14 @@ def test_market1501_subfolder_and_errors(tmp_path):
     with pytest.raises(DatasetError, match="no struct 'market_attribute'"):
         datasets.load("market1501", str(tmp_path))
     train, test = _market_mat(mat)
-    train["hat"][0, 0] = 0
+    train["hat"][0, 0] = 7  # outside the coding (0 is "not labelled": test_dukemtmc_unlabelled_entries...)
     scipy.io.savemat(mat, {"market_attribute": {"train": train, "test": test}})
-    with pytest.raises(DatasetError, match=r"train\.hat has values \[0\]; expected the 1/2 coding"):
+    with pytest.raises(DatasetError, match=r"train\.hat has values \[7\]; expected the 1\.\.2 coding"):
         datasets.load("market1501", str(tmp_path))
+    train["hat"][0, 0], train["age"][0, 1] = 1, 5
+    scipy.io.savemat(mat, {"market_attribute": {"train": train, "test": test}})
+    with pytest.raises(DatasetError, match=r"train\.age has values \[5\]; expected the 1\.\.4 coding"):
+        datasets.load("market1501", str(tmp_path), age="onehot")
 
 
 def test_market1501_missing_and_empty_split(tmp_path):
@@ -142,11 +146,14 @@ def test_market1501_bad_names_counted_and_camera_range(tmp_path):
         datasets.load("market1501", root)
 
 
+DUKE_FIELDS = ["backpack", "bag", "handbag", "boots", "gender", "hat", "shoes", "top", "downblack", "downwhite",
+               "downred", "downgray", "downblue", "downgreen", "downbrown", "upblack", "upwhite", "upred", "uppurple",
+               "upgray", "upblue", "upgreen", "upbrown"]  # duke_attribute.mat's field order
+
+
 def test_dukemtmc_eight_cameras_and_reordered_test_fields(tmp_path):
     root = _market_tree(str(tmp_path), cams=8)
-    duke_fields = ["backpack", "bag", "handbag", "boots", "gender", "hat", "shoes", "top", "downblack",
-                   "downwhite", "downred", "downgray", "downblue", "downgreen", "downbrown", "upblack",
-                   "upwhite", "upred", "uppurple", "upgray", "upblue", "upgreen", "upbrown"]
+    duke_fields = DUKE_FIELDS
     rng = np.random.default_rng(1)
     train = _identity_struct((2, 7, 10), rng, duke_fields)
     test = _identity_struct((1, 3), rng, duke_fields[::-1])  # test fields in another order
@@ -158,6 +165,35 @@ def test_dukemtmc_eight_cameras_and_reordered_test_fields(tmp_path):
     np.testing.assert_array_equal(g.attributes, [test[f][0, 0] - 1 for f in duke_fields])
     with pytest.raises(DatasetError, match="camera 8 outside 1..6"):
         datasets.load("market1501", root, attributes=False)
+
+
+def test_dukemtmc_unlabelled_entries_are_unknown_and_reported(tmp_path):
+    """The official duke_attribute.mat has top = 0 for two training identities: those entries become
+    UNKNOWN_ATTRIBUTE, counted and named in the report; the rest of the file is kept."""
+    from keras_hpnet.datasets import UNKNOWN_ATTRIBUTE
+
+    root = _market_tree(str(tmp_path), cams=8)
+    rng = np.random.default_rng(2)
+    train = _identity_struct((2, 7, 10), rng, DUKE_FIELDS)
+    test = _identity_struct((1, 3), rng, DUKE_FIELDS)
+    train["top"][0, :2] = 0  # identities 0002 and 0007
+    mat = os.path.join(root, "duke_attribute.mat")
+    scipy.io.savemat(mat, {"duke_attribute": {"train": train, "test": test}})
+    with pytest.warns(DatasetWarning, match=r"skipped 2 item.*duke_attribute\.train\.top = 0.*identity 0002"):
+        ds = datasets.load("dukemtmc", root)
+    top = DUKE_FIELDS.index("top")
+    by_pid = {r.path.split(os.sep)[-1][:4]: r.attributes for r in ds.train}
+    assert by_pid["0002"][top] == UNKNOWN_ATTRIBUTE and by_pid["0007"][top] == UNKNOWN_ATTRIBUTE
+    assert by_pid["0010"][top] == train["top"][0, 2] - 1
+    hat = DUKE_FIELDS.index("hat")
+    assert by_pid["0002"][hat] == train["hat"][0, 0] - 1  # the identity's other fields are kept
+    entry = ds.report.to_dict()["readers"][f"dukemtmc attributes {mat}"]["duke_attribute.train.top = 0 (not labelled): entry unknown"]
+    assert entry == {"count": 2, "examples": ["identity 0002", "identity 0007"]}
+    assert ds.info["unknown_attributes"] == {"duke_attribute.train.top = 0 (not labelled): entry unknown": 2}
+    train["top"][0, 0] = 7  # any other value outside the coding is still an error naming the field
+    scipy.io.savemat(mat, {"duke_attribute": {"train": train, "test": test}})
+    with pytest.raises(DatasetError, match=r"duke_attribute\.train\.top has values \[7\]"):
+        datasets.load("dukemtmc", root)
 
 
 PA_NAMES = ["Female", "AgeOver60", "Age18-60", "AgeLess18", "Front", "Side", "Back", "Hat", "Glasses", "HandBag",
@@ -276,8 +312,8 @@ def test_custom_market_layout_any_camera_count_and_errors(tmp_path):
 def test_registry_errors():
     assert {"market1501", "dukemtmc", "pa100k", "custom", "synthetic", "synthetic_pa100k"} <= set(
         datasets.available_datasets())
-    with pytest.raises(ValueError, match="unknown dataset 'cuhk03'"):
-        datasets.load("cuhk03", "/tmp")
+    with pytest.raises(ValueError, match="unknown dataset 'viper'"):
+        datasets.load("viper", "/tmp")
     with pytest.raises(ValueError, match="needs root="):
         datasets.load("market1501")
 

@@ -142,15 +142,20 @@ def test_cli_gallery_query_without_tensorflow(models, crops, tmp_path):
     assert os.path.isfile(g + ".npz") and os.path.isfile(g + ".json")
 
 
-def test_stream_registers_new_identities(models, crops, tmp_path):
-    paths, _, _ = models
-    model = EdgeModel(paths["int8"])
-    # Threshold between the largest same-person and smallest different-person distance.
+def _separating_threshold(model, crops):
+    """Between the largest same-person and the smallest different-person distance of the gallery crops."""
     gal, _ = build_gallery(model, str(crops / "gallery"))
     d = np.sqrt(((gal.embeddings[:, None] - gal.embeddings[None]) ** 2).sum(-1))
     same = np.array(gal.identities)[:, None] == np.array(gal.identities)[None]
     intra, inter = d[same].max(), d[~same].min()
     assert intra < inter, "synthetic identities must be separable for this test"
+    return float((intra + inter) / 2)
+
+
+def test_stream_registers_new_identities(models, crops, tmp_path):
+    paths, _, _ = models
+    model = EdgeModel(paths["int8"])
+    threshold = _separating_threshold(model, crops)
     watch = tmp_path / "incoming"
     watch.mkdir()
     order = []
@@ -161,7 +166,7 @@ def test_stream_registers_new_identities(models, crops, tmp_path):
         order.append(i)
     (watch / "999.png").write_bytes(b"half-written")
     empty = Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names)
-    assigner = IdentityAssigner(empty, threshold=float((intra + inter) / 2))
+    assigner = IdentityAssigner(empty, threshold=threshold)
     skipped = []
     got = list(process_images(model, assigner, watch_folder(str(watch), poll_seconds=0.01, idle_timeout=0,
                                                             skipped=skipped)))
@@ -296,3 +301,99 @@ def test_broken_or_foreign_galleries_are_refused(models, crops, tmp_path, capsys
     code = main(["stream", "--model", paths["int8"], "--gallery", str(tmp_path / "other"),
                  "--watch", str(tmp_path), "--threshold", "1", "--idle_timeout", "0"])
     assert code == 2 and "was built with another model" in capsys.readouterr().err
+
+
+def test_track_id_and_grouping():
+    from edge.stream import group_tracklets, track_id
+
+    assert track_id("in/cam1_track7_0003.jpg") == "cam1_track7"
+    assert track_id("0001C1T0001F001.jpg") == "0001C1T0001" and track_id("0012.jpg") == "0012"
+    items = [(f"{t}_{k:03d}.png", k) for t, k in [("a", 0), ("a", 1), ("b", 0), ("a", 2), ("a", 3), ("a", 4)]]
+    got = [(t, imgs) for t, _, imgs in group_tracklets(items, max_len=2)]
+    assert got == [("a", [0, 1]), ("b", [0]), ("a", [2, 3]), ("a", [4])]
+
+
+def test_tracklet_pooling_on_the_edge_is_the_video_models(tmp_path):
+    """The attention the export writes into the metadata, read back from JSON, pools per-frame
+    embeddings on the edge (numpy) to the video model's own output."""
+    from keras_hpnet.metadata import ModelMetadata
+    from keras_hpnet.models import VideoModel
+    from support import make_tiny_model
+
+    video = VideoModel(make_tiny_model(embedding_dim=8), seq_len=4, pooling="attention", attention_units=4)
+    rng = np.random.default_rng(0)
+    for v in video.temporal_pooling.weights:
+        v.assign(rng.normal(0, 3, v.shape).astype("float32"))
+    md = ModelMetadata("tiny", 32, 16, 8, ["a0", "a1", "a2"], extra={"temporal_pooling": video.temporal_pooling_params()})
+    md.save(str(tmp_path / "m.json"))
+    md = ModelMetadata.load(str(tmp_path / "m.json"))
+    clip = rng.integers(0, 256, (1, 5, 32, 16, 3)).astype(np.uint8)
+    frames = {k: np.asarray(v) for k, v in video.frame_model(clip[0], training=False).items()}
+    want = {k: np.asarray(v)[0] for k, v in video(clip, training=False).items()}
+    gallery = Gallery(embeddings=[], identities=[], attribute_names=["a0", "a1", "a2"])
+    assigner = IdentityAssigner(gallery, threshold=1.0, metadata=md)
+    assert assigner.pooling[0] == "attention"
+    a = assigner.assign_tracklet(frames["embedding"], "track1", frames["attributes"])
+    assert a.is_new and a.source == "track1"
+    np.testing.assert_allclose(gallery.embeddings[0], want["embedding"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(list(a.attributes.values()), want["attributes"], rtol=1e-5, atol=1e-6)
+    assert np.abs(want["embedding"] - frames["embedding"].mean(0)).max() > 1e-3  # not the average
+    # no rule in the metadata: the average
+    plain = IdentityAssigner(Gallery(embeddings=[], identities=[]), threshold=1.0)
+    plain.assign_tracklet(frames["embedding"])
+    np.testing.assert_allclose(plain.gallery.embeddings[0], frames["embedding"].mean(0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[T, D\] with T >= 1"):
+        plain.assign_tracklet(np.zeros((0, 8)), "empty")
+    md.extra["temporal_pooling"] = {"mode": "attention", "hidden_kernel": [[1.0]]}
+    with pytest.raises(ValueError, match="missing hidden_bias"):
+        IdentityAssigner(gallery, threshold=1.0, metadata=md)
+
+
+def test_stream_matches_tracklets(models, crops, tmp_path):
+    from edge.stream import group_tracklets, process_tracklets
+
+    paths, _, _ = models
+    model = EdgeModel(paths["int8"])
+    threshold = _separating_threshold(model, crops)
+    watch = tmp_path / "incoming"
+    watch.mkdir()
+    n = 0
+    for track, person in (("t1", 0), ("t2", 1), ("t3", 0)):  # person 0 comes back as a new track
+        for k in range(3):
+            src = crops / "gallery" / f"person{person}" / f"{k}.png"
+            (watch / f"{n:03d}_{track}_{k:04d}.png").write_bytes(src.read_bytes())
+            n += 1
+    assigner = IdentityAssigner(Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names),
+                                threshold=threshold)
+    groups = group_tracklets(watch_folder(str(watch), poll_seconds=0.01, idle_timeout=0),
+                             track_of=lambda p: os.path.basename(p).split("_")[1])
+    got = list(process_tracklets(model, assigner, groups))
+    assert [(a.source, a.is_new) for a in got] == [("t1", True), ("t2", True), ("t3", False)]
+    assert got[0].identity == got[2].identity != got[1].identity and len(assigner.gallery) == 2
+    emb = model.run(np.stack([preprocess.prepare(preprocess.load_image(str(p)), *model.input_size)
+                              for p in sorted(watch.iterdir())[:3]]))["embedding"]
+    np.testing.assert_allclose(assigner.gallery.embeddings[0], emb.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_video_run_exports_its_frame_model_and_pooling_rule(tmp_path):
+    """A video run's TFLite file is the per-frame model, its sidecar carries the attention; the
+    edge pools a tracklet to the Keras video model's embedding."""
+    from export.tflite import convert_run
+    from keras_hpnet.models import VideoModel
+    from support import make_tiny_model, write_tiny_run
+
+    video = VideoModel(make_tiny_model(embedding_dim=8), seq_len=4, pooling="attention", attention_units=4)
+    rng = np.random.default_rng(5)
+    for v in video.temporal_pooling.weights:
+        v.assign(rng.normal(0, 3, v.shape).astype("float32"))
+    run_dir = write_tiny_run(str(tmp_path / "run"), video)
+    (exported,), _ = convert_run(run_dir, ["float32"], parity=False, verbose=False)
+    model = EdgeModel(exported.path)
+    assert model.input_size == (32, 16) and model.metadata.extra["temporal_pooling"]["mode"] == "attention"
+    clip = rng.integers(0, 256, (1, 6, 32, 16, 3)).astype(np.uint8)
+    frames = model.run(clip[0])
+    assigner = IdentityAssigner(Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names),
+                                threshold=1.0, metadata=model.metadata)
+    assigner.assign_tracklet(frames["embedding"], "t", frames["attributes"])
+    want = np.asarray(video(clip, training=False)["embedding"])[0]
+    np.testing.assert_allclose(assigner.gallery.embeddings[0], want, rtol=1e-4, atol=1e-4)

@@ -124,3 +124,31 @@ def test_balanced_attribute_weighting():
     assert best_constant("deepmar", 0) < -1.0
     with pytest.raises(ValueError, match="scheme"):
         losses.weighted_attribute_bce(labels, logits, ratio, scheme="nope")
+
+
+def test_unknown_attribute_entries_are_masked():
+    """UNKNOWN_ATTRIBUTE (255) entries contribute 0; the mean is over known entries (hand-computed)."""
+    from keras_hpnet.datasets import UNKNOWN_ATTRIBUTE as U
+
+    labels = np.array([[1, 0, U], [U, U, U], [0, 1, 1]], "float32")
+    logits = np.zeros((3, 3), "float32")  # every known entry costs log 2
+    np.testing.assert_allclose(np.asarray(losses.weighted_attribute_bce(labels, logits)),
+                               [np.log(2), 0.0, np.log(2)], rtol=1e-6)
+    logits = np.array([[2.0, -1.0, 50.0], [9.0, -9.0, 3.0], [0.0, 0.0, 0.0]], "float32")
+    # row 0: (log(1+e^-2) + log(1+e^-1)) / 2, the masked 50 ignored
+    want0 = (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(-1.0))) / 2
+    got = np.asarray(losses.weighted_attribute_bce(labels, logits))
+    np.testing.assert_allclose(got, [want0, 0.0, np.log(2)], rtol=1e-5)
+    # positive ratio from known entries only: col 0 1/2, col 1 1/2, col 2 1/1 (clipped), all-unknown -> 0.5
+    ratio = losses.attribute_positive_ratio(np.concatenate([labels, [[U], [U], [U]]], axis=1))
+    np.testing.assert_allclose(ratio, [0.5, 0.5, 1 - 1e-3, 0.5], rtol=1e-6)
+    # weighted: the masked entries' weights do not leak in (balanced weights 1/(2r) = 1 here)
+    np.testing.assert_allclose(
+        np.asarray(losses.weighted_attribute_bce(labels, logits, ratio[:2].tolist() + [0.5], scheme="balanced")),
+        [want0, 0.0, np.log(2)], rtol=1e-5)
+
+
+def test_identity_cross_entropy_masks_examples_without_identity():
+    logits = np.array([[1.0, 0.0], [3.0, -3.0]], "float32")
+    got = np.asarray(losses.identity_cross_entropy(np.array([1, -1]), logits, 0.0))
+    np.testing.assert_allclose(got, [np.log1p(np.e), 0.0], rtol=1e-5)

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from keras_hpnet.datasets import UNKNOWN_ATTRIBUTE
 from keras_hpnet.metrics import (
     attribute_metrics,
     cosine_distance,
@@ -19,7 +20,7 @@ from keras_hpnet.metrics import (
 def loop_reid(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50):
     """One query at a time, stable sort on float32 distances (the documented rule)."""
     d = np.asarray(distmat, np.float32)
-    cmcs, aps, inps = [], [], []
+    cmcs, aps, inps, traps = [], [], [], []
     for i in range(d.shape[0]):
         order = np.argsort(d[i], kind="stable")
         remove = ((g_pids[order] == q_pids[i]) & (g_cams[order] == q_cams[i])) | (g_pids[order] == -1)
@@ -33,8 +34,16 @@ def loop_reid(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50):
         aps.append((precision * hits).sum() / hits.sum())
         last = np.flatnonzero(hits)[-1] + 1
         inps.append(hits.sum() / last)
+        # MARS's MATLAB compute_AP: walk the kept list, trapezoids between successive (recall, precision)
+        ap, old_recall, old_precision = 0.0, 0.0, 1.0
+        for j in range(len(hits)):
+            recall, precision = hits[: j + 1].sum() / hits.sum(), hits[: j + 1].sum() / (j + 1)
+            ap += (recall - old_recall) * (old_precision + precision) / 2
+            old_recall, old_precision = recall, precision
+        traps.append(ap)
     cmc = np.mean(cmcs, axis=0)
-    return {"cmc": cmc, "mAP": np.mean(aps), "mINP": np.mean(inps), "num_valid_queries": len(aps)}
+    return {"cmc": cmc, "mAP": np.mean(aps), "mINP": np.mean(inps), "mAP_trapezoid": np.mean(traps),
+            "num_valid_queries": len(aps)}
 
 
 def random_reid_problem(rng, num_q, num_g, num_ids, num_cams, ties):
@@ -72,6 +81,7 @@ def test_reid_matches_loop_reference(seed, ties):
     assert got["rank10"] == pytest.approx(want["cmc"][9])
     assert got["mAP"] == pytest.approx(want["mAP"], abs=1e-12)
     assert got["mINP"] == pytest.approx(want["mINP"], abs=1e-12)
+    assert got["mAP_trapezoid"] == pytest.approx(want["mAP_trapezoid"], abs=1e-12)
 
 
 def test_reid_hand_computed():
@@ -87,6 +97,36 @@ def test_reid_hand_computed():
     assert out["rank1"] == 0.0 and out["rank5"] == 1.0
     assert out["mAP"] == pytest.approx((1 / 3 + 2 / 4) / 2)
     assert out["mINP"] == pytest.approx(2 / 4)
+
+
+def test_mars_protocol_hand_computed():
+    """MARS's official rules (evaluation_mars.m), each exercised: the gallery is every test
+    tracklet, so the query itself is in it (same id, same camera: junk), other same-camera
+    tracklets of the id are junk, junk id -1 is removed for every query, distractors (id 0)
+    stay as wrong matches."""
+    # gallery tracklets: (pid, camid); two queries are gallery rows 0 and 4
+    g = [(7, 0), (7, 0), (-1, 2), (0, 1), (7, 1), (9, 2), (7, 3), (9, 0), (0, 2)]
+    g_pids, g_cams = np.array([p for p, _ in g]), np.array([c for _, c in g])
+    d = np.array([[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],   # query 7/cam 0 (row 0)
+                  [0.5, 0.2, 0.1, 0.3, 0.0, 0.9, 0.8, 0.4, 0.05]])  # query 7/cam 1 (row 4)
+    out = reid_metrics(d, [7, 7], g_pids, [0, 1], g_cams, max_rank=6)
+    # query 0: rows 0, 1 (same id+cam) and 2 (junk) removed -> kept: 3 (distractor), 4 (hit),
+    #          5, 6 (hit), 7, 8 -> hits at kept ranks 2 and 4
+    # query 1: row 4 itself removed, junk 2 removed -> kept order by distance: 8 (0.05, distractor),
+    #          1 (0.2, hit: cam 0), 3 (0.3), 7 (0.4), 0 (0.5, hit), 6 (0.8, hit), 5 -> hits at 2, 5, 6
+    np.testing.assert_allclose(out["cmc"], [0, 1, 1, 1, 1, 1])
+    assert out["rank1"] == 0.0 and out["rank5"] == 1.0 and out["num_valid_queries"] == 2
+    ap0, ap1 = (1 / 2 + 2 / 4) / 2, (1 / 2 + 2 / 5 + 3 / 6) / 3
+    assert out["mAP"] == pytest.approx((ap0 + ap1) / 2)
+    assert out["mINP"] == pytest.approx((2 / 4 + 3 / 6) / 2)
+    # trapezoid AP: per hit, the mean of the precision just before it and at it
+    t0 = ((0 + 1 / 2) / 2 + (1 / 3 + 2 / 4) / 2) / 2
+    t1 = ((0 + 1 / 2) / 2 + (1 / 4 + 2 / 5) / 2 + (2 / 5 + 3 / 6) / 2) / 3
+    assert out["mAP_trapezoid"] == pytest.approx((t0 + t1) / 2)
+    # a distractor is a wrong match, not junk: relabelling row 3 as junk lifts query 0's first hit to rank 1
+    g_junk = g_pids.copy()
+    g_junk[3] = -1
+    assert reid_metrics(d[:1], [7], g_junk, [0], g_cams)["rank1"] == 1.0
 
 
 def test_reid_ties_broken_by_gallery_index():
@@ -191,6 +231,29 @@ def test_attributes_hand_computed():
         attribute_metrics(probs, labels * 2)
     with pytest.raises(ValueError, match="shape"):
         attribute_metrics(probs, labels[:, :2])
+
+
+def test_attributes_unknown_entries_hand_computed():
+    """UNKNOWN_ATTRIBUTE entries are left out per entry: the table above with four entries unknown."""
+    U = UNKNOWN_ATTRIBUTE
+    labels = np.array([[1, 0, U], [0, 1, 1], [U, 1, 0], [U, U, U]])
+    probs = np.array([[0.9, 0.2, 0.4], [0.1, 0.8, 0.7], [0.6, 0.1, 0.9], [0.2, 0.3, 0.1]])
+    out = attribute_metrics(probs, labels, attribute_names=["a", "b", "c"])
+    # a (rows 0,1): TP 1/1, TN 1/1 -> 1; b (rows 0-2): TP 1/2, TN 1/1 -> .75; c (rows 1,2): TP 1/1, TN 0/1 -> .5
+    assert out["mA"] == pytest.approx((1 + 0.75 + 0.5) / 3)
+    # rows over their known entries: 0 {a}/{a}; 1 {b,c}/{b,c}; 2 {c}/{b}; row 3 has none: left out
+    assert out["acc"] == pytest.approx((1 + 1 + 0) / 3)
+    assert out["prec"] == pytest.approx((1 + 1 + 0) / 3)
+    assert out["rec"] == pytest.approx((1 + 1 + 0) / 3)
+    a, c = out["per_attribute"][0], out["per_attribute"][2]
+    assert (a["num_pos"], a["num_neg"], a["num_unknown"], a["pos_ratio"]) == (1, 1, 2, 0.5)
+    assert (c["num_pos"], c["num_neg"], c["num_unknown"]) == (1, 1, 2)
+    # an attribute nobody labelled is left out of mA (its term is NaN), the others unchanged
+    wide = attribute_metrics(np.hstack([probs, probs[:, :1]]), np.hstack([labels, np.full((4, 1), U)]))
+    assert wide["mA"] == pytest.approx(out["mA"]) and np.isnan(wide["per_attribute"][3]["mA"])
+    assert wide["acc"] == pytest.approx(out["acc"])
+    with pytest.raises(ValueError, match="unknown"):
+        attribute_metrics(probs, np.full(labels.shape, U))
 
 
 # ---------------------------------------------------------------- re-ranking

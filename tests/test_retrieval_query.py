@@ -128,3 +128,17 @@ def test_attribute_query_map_perfect_random_and_seeded():
     assert random_queries(names, 2, 3, seed=5) == random_queries(names, 2, 3, seed=5)
     with pytest.raises(ValueError, match="num_terms"):
         random_queries(names, 9, 1)
+
+
+def test_attribute_query_map_leaves_unknown_labels_out():
+    """A row whose queried attribute is UNKNOWN_ATTRIBUTE is not ranked for that query (hand-computed)."""
+    from keras_hpnet.datasets import UNKNOWN_ATTRIBUTE as U
+
+    labels = np.array([[1, 1], [U, 0], [1, 0], [0, 1]])
+    probs = np.array([[0.9, 0.5], [0.05, 0.5], [0.8, 0.5], [0.5, 0.5]])
+    got = attribute_query_map(probs, labels, ["a", "b"], sizes=(1,), num_queries=2, seed=0)
+    # query a: rows 0, 2, 3 ranked 0 (rel), 2 (rel), 3 -> AP 1 (row 1 would have been a relevant last: 0.917)
+    # query b: all rows known, probs tied -> ranked by index 0 (rel), 1, 2, 3 (rel): (1 + 2/4) / 2
+    aps = {'"a"': 1.0, '"b"': 0.75}
+    queries = random_queries(["a", "b"], 1, 2, seed=1)
+    assert got["1"]["mAP"] == pytest.approx(np.mean([aps[q] for q in queries]))

@@ -328,6 +328,70 @@ def test_attribute_dataset_uses_test_split(tmp_path):
         evaluate_model(ColourNet(), ds)
 
 
+def test_unknown_attribute_entries_are_masked_per_entry(tmp_path):
+    """UNKNOWN_ATTRIBUTE entries are left out of every attribute metric (hand-computed)."""
+    from keras_hpnet.datasets import UNKNOWN_ATTRIBUTE as U
+
+    # predictions (G, B > 127): s0 (1, 0), s1 (0, 1), s2 (0, 0), s3 (1, 1)
+    rows = [(f"s{i}", -1, -1, (0, gv, bv), lab) for i, (gv, bv, lab) in
+            enumerate([(200, 10, (1, 0)), (60, 220, (U, 1)), (10, 10, (0, 0)), (140, 140, (0, U))])]
+    test = make_records(str(tmp_path), rows)
+    ds = PedestrianDataset("attr", {"train": test, "test": test}, kind="attribute", attribute_names=ATTRS)
+    m = evaluate_model(ColourNet(num_attributes=2), ds)
+    # green over s0, s2, s3: TP 1/1, TN 1/2 -> .75; blue over s0, s1, s2: 1/1, 2/2 -> 1
+    assert m.metrics["mA"] == pytest.approx((0.75 + 1.0) / 2)
+    # rows over their known entries: s0 {g}/{g}, s1 {b}/{b}, s2 {}/{}, s3 {g}/{}
+    for k in ("acc", "prec", "rec"):
+        assert m.metrics[k] == pytest.approx(0.5), k
+    assert [r["num_unknown"] for r in m.per_attribute] == [1, 1]
+    # an attribute nobody labelled in the split is left out, with a note
+    blank = [r._replace(attributes=np.array([r.attributes[0], U], np.uint8)) for r in test]
+    ds2 = PedestrianDataset("attr", {"train": blank, "test": blank}, kind="attribute", attribute_names=ATTRS)
+    m2 = evaluate_model(ColourNet(num_attributes=2), ds2)
+    assert [r["name"] for r in m2.per_attribute] == ["green"]
+    assert m2.metrics["mA"] == pytest.approx(0.75)
+    assert any("no known label in test, left out: blue" in n for n in m2.notes)
+
+
+def test_attribute_map_renames_model_attributes(tmp_path, hand_dataset):
+    """Cross-domain: a model naming its attributes otherwise is scored through an AttributeMap, one mechanism
+    with the by-name match; bad files and unknown names are errors naming the file and line."""
+    from keras_hpnet.evaluation import AttributeMap
+
+    direct = evaluate(colour_predictor, hand_dataset, input_size=SIZE, num_attributes=2)
+    (tmp_path / "map.txt").write_text("# run name -> dataset name\nG\tgreen\n\nB, blue  # comment\n")
+    (tmp_path / "map.json").write_text('{"G": "green", "B": "blue"}')
+    for path in ("map.txt", "map.json"):
+        amap = AttributeMap.read(str(tmp_path / path))
+        mapped = evaluate(colour_predictor, hand_dataset, input_size=SIZE, num_attributes=2,
+                          attribute_names=["G", "B"], attribute_map=amap)
+        assert mapped.metrics == pytest.approx(direct.metrics)
+        assert [r["name"] for r in mapped.per_attribute] == ATTRS
+    # a partial map: the mapped attribute is scored, the other noted
+    part = evaluate(colour_predictor, hand_dataset, input_size=SIZE, num_attributes=2, attribute_names=["G", "B"],
+                    attribute_map={"B": "blue"})
+    assert [r["name"] for r in part.per_attribute] == ["blue"]
+    assert part.per_attribute[0]["mA"] == pytest.approx(direct.per_attribute[1]["mA"])
+    assert any("without a counterpart in hand (not mapped): G" in n for n in part.notes)
+    (tmp_path / "bad.txt").write_text("G green\nB\n")
+    with pytest.raises(ValueError, match=r"bad\.txt:2: expected two names"):
+        AttributeMap.read(str(tmp_path / "bad.txt"))
+    (tmp_path / "twice.txt").write_text("G green\nG blue\n")
+    with pytest.raises(ValueError, match=r"twice\.txt:2: 'G' is mapped twice \(first at .*twice\.txt:1\)"):
+        AttributeMap.read(str(tmp_path / "twice.txt"))
+    (tmp_path / "unknown.txt").write_text("G green\nB bleu\n")
+    with pytest.raises(ValueError, match=r"unknown\.txt:2: 'bleu' is not one of the dataset's attribute names "
+                                         r"\(close: blue\)"):
+        evaluate(colour_predictor, hand_dataset, input_size=SIZE, num_attributes=2, attribute_names=["G", "B"],
+                 attribute_map=AttributeMap.read(str(tmp_path / "unknown.txt")))
+    with pytest.raises(ValueError, match=r"map\.json: key 'B': 'B' is not one of the model's attribute names"):
+        evaluate(colour_predictor, hand_dataset, input_size=SIZE, num_attributes=2, attribute_names=["G", "Q"],
+                 attribute_map=AttributeMap.read(str(tmp_path / "map.json")))
+    (tmp_path / "bad.json").write_text('{"G": 3}')
+    with pytest.raises(ValueError, match=r"bad\.json: key 'G': expected a non-empty dataset attribute name"):
+        AttributeMap.read(str(tmp_path / "bad.json"))
+
+
 # -- the command line -------------------------------------------------------------------
 
 def write_csv_dataset(root):
@@ -353,6 +417,48 @@ def make_run_dir(path, data_dir, model=None, model_name="colournet", **config):
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(cfg, f)
     return str(path)
+
+
+def test_cli_cross_domain_with_an_attribute_map(tmp_path):
+    """A run trained on one dataset (here: recorded as synthetic_pa100k, PA-100K attribute names) evaluated on
+    another (synthetic, Market names): re-id transfer from the features, attributes through --attribute_map,
+    the unmapped one noted; the CLI's numbers are the library's."""
+    from support import make_tiny_model
+
+    from keras_hpnet import datasets
+    from keras_hpnet.evaluation import AttributeMap
+
+    names = ["Female", "Hat", "Backpack"]
+    model = make_tiny_model(input_size=(32, 16), embedding_dim=8, num_attributes=3, num_classes=0)
+    run_dir = make_run_dir(tmp_path / "run", None, model=model, model_name="tiny", dataset="synthetic_pa100k",
+                           input_height=32, input_width=16, num_classes=0, attribute_names=names, embedding_dim=8)
+    amap = tmp_path / "pa100k_to_market.txt"
+    amap.write_text("# run (PA-100K) name -> dataset (Market) name\nFemale\tgender\nHat\that\n")
+    data, sizes = str(tmp_path / "data"), ["num_train_ids=2", "num_test_ids=4", "max_images=2"]
+    res = subprocess.run([sys.executable, "-m", "training.evaluate", f"--run_dir={run_dir}", "--dataset=synthetic",
+                          f"--data_dir={data}", *[f"--dataset_option={o}" for o in sizes],
+                          f"--attribute_map={amap}", "--nopictures", f"--out={tmp_path / 'eval'}"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    details = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    metrics = details["metrics"]
+    assert {"rank1", "mAP", "mA", "f1"} <= set(metrics) and details["dataset"] == "synthetic"
+    assert [r["name"] for r in details["per_attribute"]] == ["gender", "hat"]
+    assert any("(not mapped): Backpack" in n for n in details["notes"])
+    assert "mA" in res.stdout and "not mapped" in res.stdout
+    print("cross-domain metrics:", {k: round(v, 4) for k, v in metrics.items()})
+    ds = datasets.load("synthetic", data, num_train_ids=2, num_test_ids=4, max_images=2)
+    want = evaluate_model(model, ds, attribute_names=names, attribute_map=AttributeMap.read(str(amap)))
+    assert metrics == pytest.approx(want.metrics, abs=1e-6)
+    # a bad entry names the file and line, before any model is loaded
+    amap.write_text("Female gender\nHat\n")
+    with pytest.raises(evaluate_cli.EvaluateError, match=r"--attribute_map: .*pa100k_to_market\.txt:2: expected two"):
+        evaluate_cli.run(run_dir, dataset="synthetic", data_dir=data, attribute_map=str(amap), dataset_option=sizes)
+    amap.write_text("Female gendr\n")
+    with pytest.raises(evaluate_cli.EvaluateError, match=r"txt:1: 'gendr' is not one of the dataset's .*close: gender"):
+        evaluate_cli.run(run_dir, dataset="synthetic", data_dir=data, attribute_map=str(amap), dataset_option=sizes,
+                         pictures=False)
 
 
 def test_cli_run_writes_metrics_and_pictures(tmp_path, capsys):

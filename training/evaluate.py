@@ -2,7 +2,8 @@
 
 Loads `DIR/config.json` and `DIR/model.keras` (docs/design.md, "A training
 run directory"), recomputes the metrics on the run's dataset or on another
-(`--dataset`, `--data_dir`), optionally with k-reciprocal re-ranking
+(`--dataset`, `--data_dir`, `--dataset_option`: cross-domain, with
+`--attribute_map` for attribute names that differ), optionally with k-reciprocal re-ranking
 (`--rerank`), prints a table and writes, atomically, to `--out`
 (default `DIR/eval`):
 
@@ -42,6 +43,10 @@ def define_flags():
     flags.DEFINE_string("dataset", None, "Evaluate on this dataset instead of the run's.")
     flags.DEFINE_string("data_dir", None,
                         "Root of --dataset (default: the run's data_dir when the dataset is the run's).")
+    flags.DEFINE_string("attribute_map", None, "Cross-domain: a file mapping the run's attribute names to "
+                        "--dataset's (JSON object or two-column text; docs/evaluation.md).")
+    flags.DEFINE_multi_string("dataset_option", None, "Reader option key=value of --dataset, repeatable (as "
+                              "training.fit's; e.g. synthetic sizes num_train_ids=8), over the run's own options.")
     flags.DEFINE_boolean("rerank", False, "Also report k-reciprocal re-ranked re-id metrics (*_rerank).")
     flags.DEFINE_string("out", None, "Output directory (default: RUN_DIR/eval).")
     flags.DEFINE_integer("batch_size", 64, "Inference batch size.")
@@ -75,9 +80,16 @@ def read_run_config(run_dir: str) -> dict:
 
 def resolve_dataset(config: dict, dataset: str | None, data_dir: str | None):
     """(name, root, load options) of the dataset to evaluate on (keras_hpnet.runs.run_dataset_args)."""
-    name, root, options = runs.run_dataset_args(config, dataset, data_dir)
-    if root and not os.path.isdir(root) and not name.startswith(runs.GENERATED_PREFIX):
-        raise EvaluateError(f"--data_dir={root}: no such directory")
+    from keras_hpnet.datasets.combine import split_roots
+
+    try:
+        name, root, options = runs.run_dataset_args(config, dataset, data_dir)
+        parts = split_roots(name, root)
+    except ValueError as e:
+        raise EvaluateError(str(e)) from None
+    for part, part_root in parts:
+        if part_root and not os.path.isdir(part_root) and not part.startswith(runs.GENERATED_PREFIX):
+            raise EvaluateError(f"--data_dir={part_root}: no such directory")
     return name, root, options
 
 
@@ -114,10 +126,13 @@ def per_attribute_csv(rows: list) -> str:
 
 def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None, rerank: bool = False,
         out: str | None = None, batch_size: int = 64, pictures: bool = True, num_queries: int = 8,
-        queries_per_picture: int = 4, top_k: int = 10, num_attention: int = 3, verbose: bool = True) -> dict:
-    """Evaluate the run in `run_dir`; returns the flat metrics (also written to `out`)."""
+        queries_per_picture: int = 4, top_k: int = 10, num_attention: int = 3, verbose: bool = True,
+        attribute_map: str | None = None, dataset_option=()) -> dict:
+    """Evaluate the run in `run_dir`; returns the flat metrics (also written to `out`).
+    `attribute_map`: file of run attribute names -> the dataset's (keras_hpnet.evaluation.AttributeMap);
+    `dataset_option`: "key=value" reader options of the dataset (training.fit's syntax)."""
     from keras_hpnet import datasets, viz
-    from keras_hpnet.evaluation import evaluate_model
+    from keras_hpnet.evaluation import AttributeMap, evaluate_model
     from keras_hpnet.fileio import write_text_atomic
 
     if batch_size < 1:
@@ -126,12 +141,22 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
         raise EvaluateError(f"--top_k={top_k}: must be >= 1")
     config = read_run_config(run_dir)  # fail fast: files and names before any model
     name, root, options = resolve_dataset(config, dataset, data_dir)
+    from training.config import ConfigError, TrainConfig
+
+    try:
+        options.update(TrainConfig(dataset_option=tuple(dataset_option or ())).reader_options)
+    except ConfigError as e:
+        raise EvaluateError(str(e)) from None
+    try:
+        mapping = AttributeMap.read(attribute_map) if attribute_map else None
+    except ValueError as e:
+        raise EvaluateError(f"--attribute_map: {e}") from None
     out = out or os.path.join(run_dir, "eval")
     if os.path.exists(out) and not os.path.isdir(out):
         raise EvaluateError(f"--out={out}: exists and is not a directory")
     try:
         ds = datasets.load(name, root, **options)
-    except ValueError as e:  # unknown name, missing root, unreadable files (DatasetError)
+    except (ValueError, TypeError) as e:  # unknown name or option, missing root, unreadable files (DatasetError)
         source = "--dataset" if dataset else "config.json field 'dataset'"
         raise EvaluateError(f"{source}={name!r}" + (f" (data_dir {root})" if root else "") + f": {e}") from None
     model = load_run_model(run_dir)
@@ -140,7 +165,8 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
     except runs.RunError as e:
         raise EvaluateError(str(e)) from None
     try:
-        result = evaluate_model(model, ds, batch_size=batch_size, rerank=rerank, attribute_names=names)
+        result = evaluate_model(model, ds, batch_size=batch_size, rerank=rerank, attribute_names=names,
+                                attribute_map=mapping)
     except ValueError as e:
         raise EvaluateError(str(e)) from None
 
@@ -153,13 +179,19 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
 
     if pictures:
         input_size = tuple(int(s) for s in model.input_size)
+        shown = ds
+        if ds.kind == "video":  # a tracklet is shown by its middle frame (datasets.base.key_frame_records)
+            from keras_hpnet.datasets.base import key_frame_records
+
+            shown = datasets.PedestrianDataset(ds.name, {k: key_frame_records(v) for k, v in ds.splits.items()},
+                                               kind="reid", root=ds.root)
         for reranked, stem in ((False, "ranked_lists"), (True, "ranked_lists_rerank")):
-            for k, pic in enumerate(viz.ranked_list_pictures(result, ds, input_size=input_size,
+            for k, pic in enumerate(viz.ranked_list_pictures(result, shown, input_size=input_size,
                                                              num_queries=num_queries, per_picture=queries_per_picture,
                                                              top_k=top_k, reranked=reranked), start=1):
                 save(pic, f"{stem}_{k:02d}.png")
         if hasattr(model, "attention_maps"):
-            source = ds.splits.get("query") or ds.splits.get("test") or []
+            source = shown.splits.get("query") or shown.splits.get("test") or []
             for k, pic in enumerate(viz.attention_pictures(model.attention_maps, source, input_size=input_size,
                                                            count=num_attention, title=f"{config['model']} attention"),
                                     start=1):
@@ -172,6 +204,7 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
         "dataset": ds.name,
         "data_dir": root,
         "rerank": bool(rerank),
+        "attribute_map": attribute_map,
         "metrics": result.metrics,
         "num_query": 0 if result.query is None else int(len(result.query["pids"])),
         "num_gallery": 0 if result.gallery is None else int(len(result.gallery["pids"])),
@@ -206,7 +239,8 @@ def main(argv):
     try:
         run(FLAGS.run_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, rerank=FLAGS.rerank, out=FLAGS.out,
             batch_size=FLAGS.batch_size, pictures=FLAGS.pictures, num_queries=FLAGS.num_queries,
-            queries_per_picture=FLAGS.queries_per_picture, top_k=FLAGS.top_k, num_attention=FLAGS.num_attention)
+            queries_per_picture=FLAGS.queries_per_picture, top_k=FLAGS.top_k, num_attention=FLAGS.num_attention,
+            attribute_map=FLAGS.attribute_map, dataset_option=FLAGS.dataset_option)
     except (EvaluateError, DatasetError, FileNotFoundError) as e:
         print(f"training.evaluate: error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)

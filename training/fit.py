@@ -18,15 +18,20 @@ import time
 
 from absl import app, flags
 
+from keras_hpnet.datasets.combine import TEST_OPTION
 from keras_hpnet.model_spec import flag_options, spec
 from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, LR_SCHEDULES, MODELS, OPTIMIZERS,
-                             PRECISION_CHOICES, STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
+                             PRECISION_CHOICES, STRATEGIES, TEMPORAL_POOLINGS, ConfigError, TrainConfig,
+                             resolve_config, validate_config)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "hatcnn", MODELS, "Network to train: " + "; ".join(
     f"{name}: {spec(name).summary}" for name in MODELS) + ".")
-flags.DEFINE_enum("dataset", "synthetic", DATASETS, "Dataset; synthetic is generated on first use.")
-flags.DEFINE_string("data_dir", None, "Dataset root (synthetic: where to generate/reuse it; default a cache dir).")
+flags.DEFINE_string("dataset", "synthetic", f"Dataset ({', '.join(DATASETS)}); synthetic is generated on first "
+                    "use. Several as one training set: a+b (e.g. market1501+dukemtmc; docs/datasets.md).")
+flags.DEFINE_string("data_dir", None, "Dataset root (synthetic: where to generate/reuse it; default a cache dir); "
+                    "with --dataset a+b one per dataset: A,B (empty for generated data).")
+flags.DEFINE_string("test_dataset", None, "With --dataset a+b: the dataset evaluated on (default the first).")
 flags.DEFINE_string("out_dir", None, "Run directory (default runs/<model>-<dataset>).")
 flags.DEFINE_integer("epochs", None, "Epochs (default: the dataset preset).")
 flags.DEFINE_integer("batch_size", None, "GLOBAL batch size, split over replicas.")
@@ -77,8 +82,13 @@ flags.DEFINE_integer("synthetic_ids", None, "Synthetic dataset: train and test i
                      "(synthetic_pa100k: training images); 0 = generator default.")
 flags.DEFINE_integer("synthetic_cameras", None, "Synthetic dataset: cameras (0 = generator default).")
 flags.DEFINE_integer("synthetic_max_images", None, "Synthetic dataset: images per identity and camera, at most.")
+flags.DEFINE_integer("seq_len", None, "Video datasets (mars, prid2011, synthetic_mars): frames per training "
+                     "tracklet (default 4); evaluation pools all frames of a tracklet.")
+flags.DEFINE_enum("temporal_pooling", None, TEMPORAL_POOLINGS, "Video datasets: the video model's temporal "
+                  "pooling of frame features: avg (the baseline) or attention (learned frame weights).")
 flags.DEFINE_multi_string("dataset_option", None, "Reader option key=value, repeatable (e.g. split=identity for "
-                          "peta, merge_val=false for msmt17; docs/datasets.md); recorded in config.json.")
+                          "peta, merge_val=false for msmt17; docs/datasets.md); recorded in config.json. With "
+                          "--dataset a+b: NAME.key=value for one dataset, key=value for every reader that has it.")
 
 CONFIG_FLAGS = [f.name for f in dataclasses.fields(TrainConfig)]
 
@@ -100,11 +110,20 @@ def config_from_flags() -> TrainConfig:
 
 # -- pieces ---------------------------------------------------------------------------
 
+VIDEO_KEYS = ("seq_len", "temporal_pooling")  # in the plan's objective of a video run only
+
+
 def dataset_options(cfg: TrainConfig) -> dict:
     """The `keras_hpnet.datasets.load` options of the run's dataset (recorded in
     config.json as `dataset_options`, so readers load exactly this data)."""
     # Generated data: fixed (seed 0) whatever --seed, sized by the --synthetic_* flags;
     # any reader: the --dataset_option key=value pairs.
+    parts = cfg.dataset_parts
+    if len(parts) > 1:  # keras_hpnet.datasets.combine: {dataset: options}, test_dataset
+        routed = cfg.part_reader_options()
+        options = {name: {**(dataclasses.replace(cfg, dataset=name).synthetic_sizes if name in GENERATED else {}),
+                          **routed[name]} for name, _ in parts}
+        return {**{k: v for k, v in options.items() if v}, TEST_OPTION: cfg.test_dataset or parts[0][0]}
     options = dict(cfg.synthetic_sizes) if cfg.dataset in GENERATED else {}
     options.update(cfg.reader_options)
     return options
@@ -117,7 +136,8 @@ def load_dataset(cfg: TrainConfig):
     ds = datasets.load(cfg.dataset, cfg.data_dir, **dataset_options(cfg))
     train = ds.splits.get("train") or []
     if len(train) < cfg.batch_size:
-        raise ConfigError(f"{cfg.data_dir or cfg.dataset}: {len(train)} training images, fewer than "
+        what = "tracklets" if ds.kind == "video" else "images"
+        raise ConfigError(f"{cfg.data_dir or cfg.dataset}: {len(train)} training {what}, fewer than "
                           f"--batch_size={cfg.batch_size}")
     return ds
 
@@ -130,7 +150,7 @@ def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int, budg
 
     model_spec = spec(cfg.model)
     train = ds.splits["train"]
-    num_classes = ds.num_train_pids if ds.kind == "reid" else 0
+    num_classes = ds.num_train_pids if ds.kind in ("reid", "video") else 0
     labelled = bool(ds.attribute_names) and train[0].attributes is not None
     if model_spec.attributes == "required" and not labelled:
         raise ConfigError(f"--model={cfg.model}: {model_spec.title or cfg.model} needs attribute labels; "
@@ -140,8 +160,14 @@ def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int, budg
         raise ConfigError(f"{ds.root}: nothing to train (no identities and no attributes)")
     if cfg.pk and not num_classes:
         raise ConfigError(f"--pk={cfg.pk}: {cfg.dataset} has no identities for P x K sampling")
+    if cfg.pk and any(r.pid < 0 for r in train):
+        raise ConfigError(f"--pk={cfg.pk}: {cfg.dataset} has training images without an identity "
+                          f"(an attribute-only dataset) for P x K sampling")
     values = dict(dataclasses.asdict(cfg), steps_per_epoch=steps_per_epoch, strategy_replicas=replicas)
-    own = {"model", "dataset", "data_dir", "precision", "seed", "input_height", "input_width"}
+    if ds.kind != "video":  # the temporal head exists only for tracklets
+        values = {k: v for k, v in values.items() if k not in VIDEO_KEYS}
+    own = {"model", "dataset", "data_dir", "precision", "seed", "input_height", "input_width",
+           "test_dataset"}  # test_dataset: in dataset_options
     flagged = {k: values[k] for k in model_spec.option_names if k in flag_options()}
     settings = {k: v for k, v in values.items() if k not in own and k not in SCHEDULE_KEYS + OBJECTIVE_KEYS}
     if budget is not None:
@@ -153,17 +179,24 @@ def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int, budg
         dataset=cfg.dataset, data_dir=ds.root or cfg.data_dir,  # generated data: its folder (runs reloads it)
         dataset_options=dataset_options(cfg), precision=cfg.precision, seed=cfg.seed,
         schedule={k: values[k] for k in SCHEDULE_KEYS},
-        objective={k: values[k] for k in OBJECTIVE_KEYS},
+        objective={k: values[k] for k in OBJECTIVE_KEYS if k in values},
         settings=settings)
 
 
 def build_model(plan):
-    """The plan's model (`keras_hpnet.build_model`), attribute names included."""
+    """The plan's model (`keras_hpnet.build_model`), attribute names included; a
+    video run's is that image model in a `VideoModel` (keras_hpnet.models.video)."""
     import keras_hpnet
 
-    return keras_hpnet.build_model(plan.model, num_classes=plan.num_classes, num_attributes=plan.num_attributes,
-                                   input_shape=(*plan.input_size, 3), attribute_names=plan.attribute_names or None,
-                                   **plan.options("model_options"))
+    kwargs = dict(num_classes=plan.num_classes, num_attributes=plan.num_attributes, input_shape=(*plan.input_size, 3),
+                  attribute_names=plan.attribute_names or None, **plan.options("model_options"))
+    objective = plan.options("objective")
+    if "seq_len" in objective:
+        from keras_hpnet.models import build_video_model
+
+        return build_video_model(plan.model, seq_len=objective["seq_len"], pooling=objective["temporal_pooling"],
+                                 **kwargs)
+    return keras_hpnet.build_model(plan.model, **kwargs)
 
 
 def make_stages(cfg: TrainConfig):
@@ -306,7 +339,7 @@ def train(cfg: TrainConfig, strategy=None, verbose=1, started=None):
     def make_trainer(cfg, plan, steps_per_epoch, out_dir, verbose):
         import keras
 
-        from keras_hpnet.data import make_dataset
+        from keras_hpnet.data import make_dataset, tracklet_dataset
 
         stages = make_stages(cfg)
         keras.utils.set_random_seed(cfg.seed)
@@ -316,9 +349,12 @@ def train(cfg: TrainConfig, strategy=None, verbose=1, started=None):
 
         def dataset_fn(ctx, epoch):
             # Every input pipeline (worker) takes its share of the epoch's batches.
-            return make_dataset(train, input_size=plan.input_size, batch_size=per_replica, training=True,
-                                seed=cfg.seed, epoch=epoch, pk=cfg.pk or None, cache=cfg.cache_images,
-                                num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
+            common = dict(input_size=plan.input_size, batch_size=per_replica, training=True, seed=cfg.seed,
+                          epoch=epoch, pk=cfg.pk or None, cache=cfg.cache_images,
+                          num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
+            if ds.kind == "video":  # [N, seq_len, H, W, 3] tracklet batches
+                return tracklet_dataset(train, seq_len=cfg.seq_len, sampling="random", **common)
+            return make_dataset(train, **common)
 
         return loop.Trainer(
             strategy=strategy, model=model, optimizer=optimizer, loss_fn=loss_fn, dataset_fn=dataset_fn,
@@ -436,7 +472,7 @@ def evaluate(model, ds, cfg: TrainConfig) -> dict:
     from keras_hpnet.evaluation import evaluate_model
 
     metrics = dict(evaluate_model(model, ds, batch_size=cfg.eval_batch_size).metrics)
-    if ds.kind == "reid":
+    if ds.splits.get("query") and ds.splits.get("gallery"):
         from keras_hpnet.datasets import raw_pixel_baseline
 
         metrics["raw_pixel_rank1"] = float(raw_pixel_baseline(ds)["rank1"])

@@ -81,7 +81,8 @@ def convert_run(run_dir: str, quantizations, *, io_type: str | None = None, out:
     exported = []
     for q in quantizations:
         io = (io_type or "uint8") if q == "int8" else "float32"
-        exported.append(export_model(run.model, run.metadata, q, paths[q], io_type=io,
+        frame_model = getattr(run.model, "frame_model", run.model)  # a video model exports its per-frame model
+        exported.append(export_model(frame_model, run.metadata, q, paths[q], io_type=io,
                                      representative_images=calib, verbose=verbose))
     report = None
     if parity:

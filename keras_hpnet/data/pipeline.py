@@ -208,8 +208,9 @@ def make_dataset(
 
     images: uint8 `[N, H, W, 3]`, `input_size=(H, W)`, bilinear resize in the
     pipeline (grayscale and alpha decode to RGB). labels: `pid`, `camid` int32
-    `[N]`, `attributes` float32 `[N, A]` (when the records have them), `index`
-    int64 `[N]` (position in `records`).
+    `[N]`, `attributes` float32 `[N, A]` (when the records have them: 0/1,
+    and 255 = `keras_hpnet.datasets.UNKNOWN_ATTRIBUTE` kept as the mask the
+    attribute loss reads), `index` int64 `[N]` (position in `records`).
 
     training=True: order shuffled per (seed, epoch) (or identity-balanced
     P x K with `pk=K`), random horizontal `flip`, zero-pad by `pad` and crop
@@ -223,11 +224,8 @@ def make_dataset(
     has `.report` (a `PipelineReport`), and a warning names them.
     """
     height, width = _input_size(input_size)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not 0.0 <= erasing_probability <= 1.0:
-        raise ValueError(f"erasing_probability must be in [0, 1], got {erasing_probability}")
+    batch_size = _batch_size(batch_size)
+    _check_erasing(erasing_probability)
     records = list(records)
     if not records:
         raise ValueError("make_dataset: no records")
@@ -238,6 +236,7 @@ def make_dataset(
         raise ValueError(f"make_dataset: none of the {len(records)} images is readable ({report.summary(5)})")
     good = report.good
     pids, camids, attributes = _labels_of(records, good)
+    label_table = _label_table(pids, camids, attributes, good)
     if drop_remainder is None:
         drop_remainder = bool(training)
     order = epoch_order(
@@ -245,18 +244,9 @@ def make_dataset(
         drop_remainder=drop_remainder, num_shards=num_shards, shard_index=shard_index,
     )  # positions into `good`
 
-    # Per-element (position in the global epoch order) seeds; with sharding the
-    # positions are those of the unsharded epoch, so shards draw independently.
-    if num_shards > 1:
-        batch_ids = np.arange(len(order)) // batch_size * num_shards + shard_index
-        element = batch_ids * batch_size + np.arange(len(order)) % batch_size
-    else:
-        element = np.arange(len(order), dtype=np.int64)
-    base = np.int64((int(seed) & 0x7FFFFFFF) * 1_000_003 + int(epoch))
-
     columns = {
         "good_pos": order,
-        "element": element.astype(np.int64),
+        "element": element_ids(len(order), batch_size, num_shards, shard_index),
     }
     if not cache:
         pillow = set(report.pillow_decoded)
@@ -265,17 +255,8 @@ def make_dataset(
         columns["path"] = paths[order]
         columns["pillow"] = flags[order]
 
-    label_table = {
-        "pid": tf.constant(pids),
-        "camid": tf.constant(camids),
-        "index": tf.constant(np.asarray(good, np.int64)),
-    }
-    if attributes is not None:
-        label_table["attributes"] = tf.constant(attributes)
-
-    do_flip = bool(training and flip)
-    pad = int(pad) if training else 0
-    erase = float(erasing_probability) if training else 0.0
+    augmenter = training_augmenter(training=training, flip=flip, pad=pad, erasing_probability=erasing_probability,
+                                   seed=seed, epoch=epoch)
 
     def load(item):
         pos = item["good_pos"]
@@ -283,14 +264,8 @@ def make_dataset(
             image = tf.cast(tf.gather(images, pos), tf.float32)
         else:
             image = _decode_resize(item["path"], item["pillow"], height, width)
-        if do_flip or pad or erase:
-            element_seed = tf.stack([tf.constant(base, tf.int64), item["element"]])
-            if do_flip:
-                image = augment.random_flip(image, element_seed)
-            if pad:
-                image = augment.pad_and_crop(image, element_seed, pad)
-            if erase:
-                image = augment.random_erasing(image, element_seed, erase)
+        if augmenter is not None:
+            image = augmenter(image, item["element"])
         image = resize.to_uint8(image)
         image.set_shape([height, width, 3])
         labels = {k: tf.gather(v, pos) for k, v in label_table.items()}
@@ -298,6 +273,68 @@ def make_dataset(
 
     ds = tf.data.Dataset.from_tensor_slices(columns)
     ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    return batched(ds, batch_size, drop_remainder=drop_remainder, prefetch=prefetch, deterministic=deterministic,
+                   report=report)
+
+
+# -- pieces shared with the tracklet pipeline (keras_hpnet.data.tracklets) ---------------------
+
+def _batch_size(batch_size) -> int:
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return batch_size
+
+
+def _check_erasing(erasing_probability):
+    if not 0.0 <= erasing_probability <= 1.0:
+        raise ValueError(f"erasing_probability must be in [0, 1], got {erasing_probability}")
+
+
+def _label_table(pids, camids, attributes, good) -> dict:
+    """The label tensors gathered per element: pid, camid, index (position in the input), attributes."""
+    table = {"pid": tf.constant(pids), "camid": tf.constant(camids), "index": tf.constant(np.asarray(good, np.int64))}
+    if attributes is not None:
+        table["attributes"] = tf.constant(attributes)
+    return table
+
+
+def element_ids(num_elements: int, batch_size: int, num_shards: int = 1, shard_index: int = 0) -> np.ndarray:
+    """Each element's position in the global epoch order (the second half of
+    its augmentation seed); with sharding the positions are those of the
+    unsharded epoch, so shards draw independently."""
+    if num_shards > 1:
+        batch_ids = np.arange(num_elements) // batch_size * num_shards + shard_index
+        return (batch_ids * batch_size + np.arange(num_elements) % batch_size).astype(np.int64)
+    return np.arange(num_elements, dtype=np.int64)
+
+
+def training_augmenter(*, training, flip, pad, erasing_probability, seed, epoch):
+    """`fn(image float32 [H, W, 3], element int64) -> image`: random flip, pad
+    and crop, random erasing, drawn from the stateless seed (seed, epoch,
+    element); None when nothing applies (evaluation)."""
+    do_flip = bool(training and flip)
+    pad = int(pad) if training else 0
+    erase = float(erasing_probability) if training else 0.0
+    if not (do_flip or pad or erase):
+        return None
+    base = np.int64((int(seed) & 0x7FFFFFFF) * 1_000_003 + int(epoch))
+
+    def apply(image, element):
+        element_seed = tf.stack([tf.constant(base, tf.int64), element])
+        if do_flip:
+            image = augment.random_flip(image, element_seed)
+        if pad:
+            image = augment.pad_and_crop(image, element_seed, pad)
+        if erase:
+            image = augment.random_erasing(image, element_seed, erase)
+        return image
+
+    return apply
+
+
+def batched(ds, batch_size, *, drop_remainder, prefetch, deterministic, report):
+    """The end of an input pipeline: drop elements that fail anyway, batch, prefetch, determinism, `.report`."""
     # Last line of defence: a file that went bad after the check is dropped,
     # not fatal (the up-front check makes this rare).
     ds = ds.ignore_errors(log_warning=True)

@@ -2,37 +2,55 @@
 
 `load(name, root=None, **options)` -> :class:`PedestrianDataset` whose splits
 are lists of :class:`Record` (path, pid, camid, attributes). Names:
-`market1501`, `dukemtmc`, `msmt17`, `pa100k`, `peta`, `custom`, `synthetic`
+`market1501`, `dukemtmc`, `msmt17`, `cuhk03`, `pa100k`, `peta`, `rap` (RAP v1/v2), `custom`, `synthetic`
 (default data, Market-1501 layout, made on first use), `synthetic_pa100k` (PA-100K-style
-attribute-only variant). What was skipped: `dataset.report`, written by
+attribute-only variant), `mars`, `prid2011`, `ilidsvid` (video: splits of :class:`Tracklet`) and
+`synthetic_mars` (the synthetic video variant). Several datasets as one: `load("market1501+dukemtmc",
+"A,B")` (keras_hpnet.datasets.combine). What was skipped: `dataset.report`, written by
 `write_report(dataset, path)`. Numpy/scipy/Pillow only: no TensorFlow.
 """
 
 from __future__ import annotations
 
 from keras_hpnet.datasets.base import (
-    ATTRIBUTE_SPLITS, REID_SPLITS, UNKNOWN_ATTRIBUTE, DatasetError, DatasetWarning, PedestrianDataset, Record)
+    ATTRIBUTE_SPLITS, REID_SPLITS, UNKNOWN_ATTRIBUTE, DatasetError, DatasetWarning, PedestrianDataset, Record, Tracklet,
+    frame_records)
 from keras_hpnet.datasets.baseline import raw_pixel_attribute_baseline, raw_pixel_baseline
+from keras_hpnet.datasets.combine import combine, is_combined, load_combined
+from keras_hpnet.datasets.cuhk03 import load_cuhk03
 from keras_hpnet.datasets.custom import load_custom
 from keras_hpnet.datasets.dukemtmc import load_dukemtmc
+from keras_hpnet.datasets.ilidsvid import load_ilidsvid
 from keras_hpnet.datasets.market1501 import load_market1501
+from keras_hpnet.datasets.mars import load_mars
 from keras_hpnet.datasets.msmt17 import load_msmt17
 from keras_hpnet.datasets.pa100k import load_pa100k
 from keras_hpnet.datasets.peta import load_peta
+from keras_hpnet.datasets.prid2011 import load_prid2011
+from keras_hpnet.datasets.rap import load_rap
 from keras_hpnet.datasets.report import DataReport, SkipCounter, write_report
 from keras_hpnet.datasets.synthetic import cache_dir, load_synthetic, load_synthetic_pa100k
+from keras_hpnet.datasets.synthetic.mars import load_synthetic_mars
 
 _REGISTRY = {
     "market1501": load_market1501,
     "dukemtmc": load_dukemtmc,
     "msmt17": load_msmt17,
+    "cuhk03": load_cuhk03,
     "pa100k": load_pa100k,
     "peta": load_peta,
+    "rap": load_rap,
     "custom": load_custom,
     "synthetic": load_synthetic,
     "synthetic_pa100k": load_synthetic_pa100k,
+    "mars": load_mars,
+    "synthetic_mars": load_synthetic_mars,
+    "prid2011": load_prid2011,
+    "ilidsvid": load_ilidsvid,
 }
-_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "pa100k", "peta", "custom"}
+_NEEDS_ROOT = {"market1501", "dukemtmc", "msmt17", "cuhk03", "pa100k", "peta", "rap", "custom", "mars", "prid2011",
+               "ilidsvid"}
+VIDEO_DATASETS = ("mars", "synthetic_mars", "prid2011", "ilidsvid")  # kind "video": splits of Tracklet
 
 
 def available_datasets() -> list:
@@ -49,7 +67,10 @@ def reader_options(name: str) -> dict:
 
 
 def load(name: str, root: str | None = None, **options) -> PedestrianDataset:
-    """Load dataset `name` from `root` (synthetic: made under root or the cache dir)."""
+    """Load dataset `name` from `root` (synthetic: made under root or the cache dir);
+    "a+b" with root "A,B": the parts combined (`load_combined`)."""
+    if is_combined(name):
+        return load_combined(name, root, **options)
     key = name.lower().replace("-", "").replace("_", "") if name else name
     aliases = {k.replace("_", ""): k for k in _REGISTRY}
     aliases.update({"market": "market1501", "duke": "dukemtmc", "dukemtmcreid": "dukemtmc"})
@@ -62,7 +83,10 @@ def load(name: str, root: str | None = None, **options) -> PedestrianDataset:
 
 
 __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "DatasetWarning", "PedestrianDataset",
-           "Record", "SkipCounter", "UNKNOWN_ATTRIBUTE", "available_datasets", "cache_dir", "load", "load_custom", "load_dukemtmc",
-           "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_synthetic", "load_synthetic_pa100k",
+           "Record", "SkipCounter", "UNKNOWN_ATTRIBUTE", "available_datasets", "cache_dir", "combine", "load_combined",
+           "load", "load_cuhk03", "load_custom", "load_dukemtmc",
+           "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_rap", "load_synthetic", "load_synthetic_pa100k",
            "raw_pixel_attribute_baseline", "raw_pixel_baseline",
-           "reader_options", "write_report"]
+           "reader_options", "write_report",
+           "Tracklet", "VIDEO_DATASETS", "frame_records", "load_ilidsvid", "load_mars", "load_prid2011",
+           "load_synthetic_mars"]

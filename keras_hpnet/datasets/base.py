@@ -42,17 +42,44 @@ class Record(NamedTuple):
     attributes: np.ndarray | None = None
 
 
+class Tracklet(NamedTuple):
+    """One tracklet (a run of crops of one person from one camera, video re-id):
+    `frames` (tuple of frame paths in temporal order), `pid` (-1 if none),
+    `camid` (0-based, -1 if unknown), `attributes` (as in `Record`, or None)."""
+
+    frames: tuple
+    pid: int
+    camid: int
+    attributes: np.ndarray | None = None
+
+
+KINDS = ("reid", "attribute", "video")
+
+
+def frame_records(tracklets) -> list:
+    """The frames of `tracklets` as `Record`s (pid/camid of their tracklet), in
+    tracklet then frame order: what the image check reads for a video split."""
+    return [Record(path, t.pid, t.camid) for t in tracklets for path in t.frames]
+
+
+def key_frame_records(tracklets) -> list:
+    """One `Record` per tracklet, its middle frame: what a picture shows of a tracklet."""
+    return [Record(t.frames[len(t.frames) // 2] if t.frames else "", t.pid, t.camid, t.attributes)
+            for t in tracklets]
+
+
 class PedestrianDataset:
-    """A loaded dataset: `name`, `kind` ("reid" or "attribute"),
+    """A loaded dataset: `name`, `kind` ("reid", "attribute" or "video"),
     `attribute_names`, `num_train_pids`, `num_cameras`, `root` and `splits`
-    (re-id: train/query/gallery; attribute: train/val/test), each split also
-    an attribute (`ds.train`, `ds.query`, ...), and `report` (a
-    `DataReport`: what the readers and the image check skipped)."""
+    (re-id: train/query/gallery of `Record`; video: train/query/gallery of
+    `Tracklet`; attribute: train/val/test), each split also an attribute
+    (`ds.train`, `ds.query`, ...), `info` (reader notes, e.g. the protocol)
+    and `report` (a `DataReport`: what the readers and the image check skipped)."""
 
     def __init__(self, name, splits, *, kind, attribute_names=(), num_cameras=0, root=None, info=None,
                  report=None):
-        if kind not in ("reid", "attribute"):
-            raise ValueError(f"kind must be 'reid' or 'attribute', got {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
         self.name = name
         self.kind = kind
         self.splits = {k: list(v) for k, v in splits.items()}
@@ -79,16 +106,24 @@ class PedestrianDataset:
         return len(self.attribute_names)
 
     def summary(self) -> str:
-        """A torchreid-style table: images, identities and cameras per split."""
-        lines = [f"=> {self.name} ({self.kind}) loaded from {self.root}",
-                 "  ----------------------------------------",
-                 "  subset   | # ids | # images | # cameras",
-                 "  ----------------------------------------"]
+        """A torchreid-style table: images (video: tracklets and frames),
+        identities and cameras per split."""
+        video = self.kind == "video"
+        rule = "  " + "-" * (53 if video else 40)
+        header = "  subset   | # ids | # tracklets | # frames | # cameras" if video else \
+            "  subset   | # ids | # images | # cameras"
+        lines = [f"=> {self.name} ({self.kind}) loaded from {self.root}", rule, header, rule]
         for split, recs in self.splits.items():
             pids = len({r.pid for r in recs if r.pid >= 0})
             cams = len({r.camid for r in recs if r.camid >= 0})
-            lines.append(f"  {split:<8} | {pids:5d} | {len(recs):8d} | {cams:9d}")
-        lines.append("  ----------------------------------------")
+            if video:
+                frames = sum(len(t.frames) for t in recs)
+                lines.append(f"  {split:<8} | {pids:5d} | {len(recs):11d} | {frames:8d} | {cams:9d}")
+            else:
+                lines.append(f"  {split:<8} | {pids:5d} | {len(recs):8d} | {cams:9d}")
+        lines.append(rule)
+        if "protocol" in self.info:
+            lines.append(f"  protocol: {self.info.get('protocol_note') or self.info['protocol']}")
         lines.append(f"  attributes: {self.num_attributes}")
         return "\n".join(lines)
 
@@ -119,6 +154,17 @@ def loadmat(path: str) -> dict:
         raise DatasetError(f"{path}: unreadable .mat file ({type(e).__name__}: {e})") from e
 
 
+def mat_cells(value) -> list:
+    """The entries of a MATLAB cell (or struct) array loaded with squeeze_me=True,
+    each unwrapped from nested 0-d/1-element object arrays; empty entries -> None."""
+    out = []
+    for v in np.atleast_1d(np.asarray(value, dtype=object)).ravel():
+        while isinstance(v, np.ndarray):
+            v = v.ravel()[0] if v.size else None
+        out.append(v)
+    return out
+
+
 def mat_strings(value) -> list:
     """Unwrap a MATLAB cell array of strings loaded with squeeze_me=True.
 
@@ -127,12 +173,7 @@ def mat_strings(value) -> list:
     """
     if isinstance(value, str):
         return [value.strip()]
-    out = []
-    for v in np.atleast_1d(np.asarray(value, dtype=object)).ravel():
-        while isinstance(v, np.ndarray):
-            v = v.ravel()[0] if v.size else ""
-        out.append("" if v is None else str(v).strip())
-    return out
+    return ["" if v is None else str(v).strip() for v in mat_cells(value)]
 
 
 def relabel(records: list) -> list:

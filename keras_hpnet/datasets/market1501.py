@@ -15,6 +15,13 @@ Age (1 young, 2 teenager, 3 adult, 4 old) is not binary: `age="drop"`
 (default, the 26 binary attributes HAT-CNN uses) or `age="onehot"`, which
 replaces it in place by 4 binary attributes `age_young, age_teenager,
 age_adult, age_old` (27 fields -> 30 attributes).
+
+Unlabelled entries: a 0 in a 1/2-coded field (and in age) is an identity
+nobody labelled for that attribute (the official duke_attribute.mat has
+`top = 0` for two training identities). It becomes `UNKNOWN_ATTRIBUTE`
+(masked from the loss and the metrics), counted in `dataset.report` under the
+field with the identities as examples; any other value outside the coding is
+a DatasetError naming the field.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import os
 import numpy as np
 
 from keras_hpnet.datasets.base import (
-    MARKET_NAME, DataReport, DatasetError, PedestrianDataset, Record, SkipCounter, list_images, loadmat, relabel,
+    MARKET_NAME, UNKNOWN_ATTRIBUTE, DataReport, DatasetError, PedestrianDataset, Record, SkipCounter, list_images, loadmat, relabel,
     require_dir)
 
 AGE_CLASSES = ("young", "teenager", "adult", "old")
@@ -65,10 +72,12 @@ def read_market_split(folder: str, split: str, num_cameras: int | None, skips: S
     return records
 
 
-def decode_attribute_mat(path: str, struct_name: str, age: str = "drop"):
+def decode_attribute_mat(path: str, struct_name: str, age: str = "drop", skips: SkipCounter | None = None):
     """Read an identity-level attribute .mat (Market/Duke-attribute format).
 
-    Returns (attribute_names, {original_pid: uint8 vector}).
+    Returns (attribute_names, {original_pid: uint8 vector}). Entries 0 (not
+    labelled) become UNKNOWN_ATTRIBUTE and are counted in `skips` (one reason
+    per field, the identities as examples).
     """
     if age not in ("drop", "onehot"):
         raise ValueError(f"age must be 'drop' or 'onehot', got {age!r}")
@@ -101,19 +110,23 @@ def decode_attribute_mat(path: str, struct_name: str, age: str = "drop"):
             if not np.issubdtype(v.dtype, np.number):
                 raise DatasetError(f"{path}: {struct_name}.{part}.{f} is not numeric")
             v = v.astype(np.int64)
+            if f == "age" and age == "drop":
+                continue
+            top_value = 4 if f == "age" else 2
+            bad = (v != 0) & ((v < 1) | (v > top_value))
+            if bad.any():
+                raise DatasetError(f"{path}: {struct_name}.{part}.{f} has values {sorted(set(v[bad].tolist()))[:5]}; "
+                                   f"expected the 1..{top_value} coding (0: not labelled)")
+            unknown = v == 0
+            if skips is not None:
+                for pid in np.asarray(pids)[unknown]:
+                    skips.add(f"{struct_name}.{part}.{f} = 0 (not labelled): entry unknown", f"identity {pid:04d}")
             if f == "age":
-                if age == "drop":
-                    continue
-                if np.any((v < 1) | (v > 4)):
-                    raise DatasetError(f"{path}: {struct_name}.{part}.age has values outside 1..4")
                 for k, cls in enumerate(AGE_CLASSES):
-                    cols.append((v == k + 1).astype(np.uint8))
+                    cols.append(np.where(unknown, UNKNOWN_ATTRIBUTE, v == k + 1).astype(np.uint8))
                     part_names.append(f"age_{cls}")
                 continue
-            if np.any((v < 1) | (v > 2)):
-                bad = sorted(set(v[(v < 1) | (v > 2)].tolist()))[:5]
-                raise DatasetError(f"{path}: {struct_name}.{part}.{f} has values {bad}; expected the 1/2 coding")
-            cols.append((v - 1).astype(np.uint8))
+            cols.append(np.where(unknown, UNKNOWN_ATTRIBUTE, v - 1).astype(np.uint8))
             part_names.append(f)
         if names is None:
             names = part_names
@@ -153,14 +166,17 @@ def load_market_layout(root, *, name, num_cameras, attribute_file=None, attribut
            for split, folder in MARKET_FOLDERS.items()}
     skips.warn()
     names = []
+    unknown = SkipCounter(f"{name} attributes {attribute_file}")
     if attribute_file is not None:
-        names, table = decode_attribute_mat(attribute_file, attribute_struct, age=age)
+        names, table = decode_attribute_mat(attribute_file, attribute_struct, age=age, skips=unknown)
+        unknown.warn()
         raw = attach_attributes(raw, table, attribute_file)
     raw["train"] = relabel(raw["train"])
     cams = num_cameras or (1 + max(r.camid for recs in raw.values() for r in recs))
     return PedestrianDataset(name, raw, kind="reid", attribute_names=names, num_cameras=cams, root=base,
-                             info={"attribute_file": attribute_file, "skipped": dict(skips.counts)},
-                             report=DataReport([skips]))
+                             info={"attribute_file": attribute_file, "skipped": dict(skips.counts),
+                                   "unknown_attributes": dict(unknown.counts)},
+                             report=DataReport([skips, unknown]))
 
 
 def _default_attribute_file(root, base_candidates, fname):

@@ -75,8 +75,13 @@ class DataReport:
 
     def check_images(self, dataset) -> None:
         """Run the pipeline's image check on every split of `dataset` (cached per
-        file: after training or evaluation this costs a `stat` per image)."""
+        file: after training or evaluation this costs a `stat` per image).
+        A video split is checked frame by frame (`base.frame_records`)."""
+        from keras_hpnet.datasets.base import frame_records  # base imports this module
+
         for split, records in dataset.splits.items():
+            if records and getattr(dataset, "kind", "") == "video":
+                records = frame_records(records)
             if records:
                 self.add_images(split, validate.check_images(records, warn=False))
 

@@ -13,11 +13,12 @@ from keras_hpnet.layers.inception_v2 import InceptionV2Block
 from keras_hpnet.layers.multi_directional_attention import MultiDirectionalAttention
 from keras_hpnet.layers.soft_attention import SoftAttention
 from keras_hpnet.layers.spatial_attention import SpatialAttention
+from keras_hpnet.layers.temporal_pooling import TemporalPooling
 
 __all__ = [
     "AffineRegionSampler", "ChannelAttention", "ConvBlock", "FusedBatchNormalization",
     "HARD_ATTENTION_INIT_BIAS",
     "HardAttention", "HarmoniousAttention", "ImageNormalization", "InceptionA", "InceptionB",
-    "InceptionV2Block", "MultiDirectionalAttention", "SoftAttention", "SpatialAttention",
+    "InceptionV2Block", "MultiDirectionalAttention", "SoftAttention", "SpatialAttention", "TemporalPooling",
     "region_boxes",
 ]

@@ -16,23 +16,36 @@ and the 0.5 threshold maximises the expected balanced accuracy, which is
 exactly the label-based mA (Li et al. 2015) that pedestrian-attribute work
 reports. DeepMAR's exponential weights correct the imbalance at most
 ``e^(1-2r)`` (< e), which leaves rare attributes mostly called negative.
+
+Entries labelled ``UNKNOWN_ATTRIBUTE`` (255, keras_hpnet.datasets: nobody
+labelled them, or the dataset of a multi-dataset run lacks the attribute) are
+masked: they contribute 0 to the loss, an example's loss is the mean over its
+known entries, and the positive ratios count known entries only.
 """
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_hpnet.datasets.base import UNKNOWN_ATTRIBUTE
+
 
 def attribute_positive_ratio(labels, eps=1e-3):
-    """Fraction of positives per attribute from a ``[N, A]`` 0/1 array (numpy).
+    """Fraction of positives per attribute among its known entries, from a
+    ``[N, A]`` array of 0/1 and ``UNKNOWN_ATTRIBUTE`` (numpy).
 
     Clipped to ``[eps, 1 - eps]`` so an attribute that is never (or always)
-    positive still gets finite weights.
+    positive still gets finite weights; an attribute with no known entry gets
+    0.5 (its loss is masked everywhere anyway).
     """
     labels = np.asarray(labels, dtype=np.float64)
     if labels.ndim != 2 or labels.shape[0] == 0:
         raise ValueError(f"labels must be a non-empty [N, A] array, got shape {labels.shape}")
-    return np.clip(labels.mean(axis=0), eps, 1.0 - eps).astype(np.float32)
+    known = labels != UNKNOWN_ATTRIBUTE
+    count = known.sum(axis=0)
+    positives = np.where(known, labels, 0.0).sum(axis=0)
+    ratio = np.divide(positives, count, out=np.full(labels.shape[1], 0.5), where=count > 0)
+    return np.clip(ratio, eps, 1.0 - eps).astype(np.float32)
 
 
 SCHEMES = ("deepmar", "balanced")
@@ -55,10 +68,11 @@ def attribute_weights(labels, positive_ratio, scheme="deepmar", sigma=1.0):
 
 
 def weighted_attribute_bce(labels, logits, positive_ratio=None, sigma=1.0, scheme="deepmar"):
-    """Per-example attribute loss, mean over attributes.
+    """Per-example attribute loss, mean over the example's known attributes.
 
     Args:
-      labels: float ``[N, A]`` in {0, 1}.
+      labels: float ``[N, A]`` in {0, 1}, or ``UNKNOWN_ATTRIBUTE`` for a masked
+        entry (an example with no known entry has loss 0).
       logits: float ``[N, A]`` (pre-sigmoid).
       positive_ratio: ``[A]`` positive ratios from the training set, or None
         for the unweighted binary cross-entropy.
@@ -71,11 +85,13 @@ def weighted_attribute_bce(labels, logits, positive_ratio=None, sigma=1.0, schem
     """
     labels = ops.cast(labels, "float32")
     logits = ops.cast(logits, "float32")
+    known = ops.cast(ops.not_equal(labels, float(UNKNOWN_ATTRIBUTE)), "float32")
+    labels = labels * known  # masked entries: any 0/1 value; their terms are zeroed below
     # Numerically stable sigmoid cross-entropy: max(x,0) - x*y + log(1+exp(-|x|)).
     bce = ops.relu(logits) - logits * labels + ops.log1p(ops.exp(-ops.abs(logits)))
     if positive_ratio is not None:
         bce = bce * attribute_weights(labels, positive_ratio, scheme, sigma)
-    return ops.mean(bce, axis=-1)
+    return ops.sum(bce * known, axis=-1) / ops.maximum(ops.sum(known, axis=-1), 1.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_hpnet")

@@ -3,7 +3,9 @@
 HA-CNN (Li, Zhu, Gong, CVPR 2018), Sec. 4 "Implementation details": every
 identity head is trained with softmax cross-entropy; the reference recipe uses
 label smoothing eps = 0.1 (Szegedy et al. 2016). The smoothed target is
-``(1 - eps) * onehot(y) + eps / C``.
+``(1 - eps) * onehot(y) + eps / C``. An example without an identity (label
+-1: an attribute-only dataset's image in a multi-dataset run,
+keras_hpnet.datasets.combine) has loss 0.
 """
 
 import keras
@@ -14,7 +16,7 @@ def identity_cross_entropy(labels, logits, label_smoothing=0.1):
     """Per-example smoothed cross-entropy.
 
     Args:
-      labels: int ``[N]`` identity indices in ``0..C-1``.
+      labels: int ``[N]`` identity indices in ``0..C-1``; -1 (no identity): loss 0.
       logits: float ``[N, C]``.
       label_smoothing: eps in ``[0, 1)``.
 
@@ -26,9 +28,11 @@ def identity_cross_entropy(labels, logits, label_smoothing=0.1):
     logits = ops.cast(logits, "float32")
     num_classes = ops.shape(logits)[-1]
     log_probs = ops.log_softmax(logits, axis=-1)
-    onehot = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+    labels = ops.cast(labels, "int32")
+    has_identity = ops.cast(ops.greater_equal(labels, 0), "float32")
+    onehot = ops.one_hot(ops.maximum(labels, 0), num_classes, dtype="float32")
     targets = (1.0 - label_smoothing) * onehot + label_smoothing / ops.cast(num_classes, "float32")
-    return -ops.sum(targets * log_probs, axis=-1)
+    return -ops.sum(targets * log_probs, axis=-1) * has_identity
 
 
 @keras.saving.register_keras_serializable(package="keras_hpnet")

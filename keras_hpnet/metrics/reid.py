@@ -4,6 +4,13 @@ Zheng et al., "Scalable Person Re-identification: A Benchmark", ICCV 2015
 (CMC and mAP, same-identity-same-camera gallery images ignored per query);
 mINP from Ye et al., "Deep Learning for Person Re-identification: A Survey and
 Outlook", TPAMI 2021 (mean of #relevant / rank of the hardest relevant match).
+The same junk/distractor rules are MARS's official video protocol (Zheng et
+al., "MARS: A Video Benchmark for Large-Scale Person Re-identification", ECCV
+2016; its evaluation code, `evaluation_mars.m`): docs/evaluation.md "Video".
+
+`mAP` averages the precision at each true match (torchreid, fast-reid);
+`mAP_trapezoid` is the area under the precision-recall curve by the
+trapezoid rule, what MARS's MATLAB `compute_AP` computes.
 
 Ranking rule (deterministic): gallery items are ordered by their distance
 compared at float32 precision, ties broken by gallery index (a stable sort).
@@ -100,8 +107,8 @@ def reid_metrics(
     query (chunked, `chunk_size` rows at a time) plus work on the true matches
     only: a Market-scale 3,368 x 15,913 problem takes well under a second.
 
-    Returns a dict: `rank1`, `rank5`, `rank10`, `mAP`, `mINP` (floats in
-    0..1), `cmc` (float64 `[max_rank]`, cmc[k-1] = fraction of valid queries
+    Returns a dict: `rank1`, `rank5`, `rank10`, `mAP`, `mINP`,
+    `mAP_trapezoid` (floats in 0..1), `cmc` (float64 `[max_rank]`, cmc[k-1] = fraction of valid queries
     with a true match within the top k), `num_valid_queries`, `num_queries`.
     Raises ValueError on malformed input or when no query has a true match.
     """
@@ -165,6 +172,11 @@ def reid_metrics(
     if num_valid == 0:
         raise ValueError("no query has a true match in the gallery (after removing same-camera matches)")
     ap = np.bincount(g_rows, weights=precision_at_hit, minlength=num_q)[valid] / num_rel[valid]
+    # Trapezoid: the mean of the precision just before each hit (1 before the
+    # first rank) and at it; steps between hits add no recall.
+    precision_before = np.where(g_rank > 1, (hit_number - 1) / np.maximum(g_rank - 1, 1), 1.0)
+    trapezoid = (precision_before + precision_at_hit) / 2
+    ap_trapezoid = np.bincount(g_rows, weights=trapezoid, minlength=num_q)[valid] / num_rel[valid]
     first_rank = g_rank[g_start[:-1][valid]]
     last_rank = g_rank[g_start[1:][valid] - 1]
     inp = num_rel[valid] / last_rank
@@ -177,6 +189,7 @@ def reid_metrics(
         "rank10": float(np.mean(first_rank <= 10)),
         "mAP": float(np.mean(ap)),
         "mINP": float(np.mean(inp)),
+        "mAP_trapezoid": float(np.mean(ap_trapezoid)),
         "cmc": cmc.astype(np.float64),
         "num_valid_queries": num_valid,
         "num_queries": int(num_q),

@@ -14,6 +14,7 @@ from keras_hpnet.models.hatcnn import HATCNN
 from keras_hpnet.models.hpnet import HPNet
 from keras_hpnet.models.mnet import MNet
 from keras_hpnet.models.tiny import TinyNet
+from keras_hpnet.models.video import VideoModel, build_video_model
 
 
 def build_model(name, *, num_classes, num_attributes=0, input_shape=None, attribute_names=None, **options):
@@ -45,10 +46,17 @@ def build_model(name, *, num_classes, num_attributes=0, input_shape=None, attrib
 
 def build_like(model):
     """A fresh, built model with `model`'s architecture and options (its
-    get_config), under the current dtype policy; the weights are new."""
-    config = {k: v for k, v in model.get_config().items() if k not in ("name", "trainable")}
-    return build_model(model.model_name, **config)
+    get_config), under the current dtype policy; the weights are new (a
+    `VideoModel`: the same temporal head around a fresh image model)."""
+    if isinstance(model, VideoModel):
+        return build_video_model(model.model_name, seq_len=model.seq_len, pooling=model.pooling,
+                                 attention_units=model.temporal_pooling.units, **_options(model.image_model))
+    return build_model(model.model_name, **_options(model))
 
 
-__all__ = ["available_models", "build_like", "build_model", "register", "spec", "ModelSpec", "PedestrianModel",
-           "HACNN", "HATCNN", "HPNet", "MNet", "TinyNet"]
+def _options(model):
+    return {k: v for k, v in model.get_config().items() if k not in ("name", "trainable")}
+
+
+__all__ = ["available_models", "build_like", "build_model", "build_video_model", "register", "spec", "ModelSpec",
+           "PedestrianModel", "HACNN", "HATCNN", "HPNet", "MNet", "TinyNet", "VideoModel"]

@@ -33,6 +33,18 @@ def check_input_shape(model_name, input_shape, default):
     return tuple(int(s) for s in shape)
 
 
+def check_rgb_input(who, x, input_size, layout="[N, H, W, 3]", what="images"):
+    """ValueError naming `who` unless `x` has the rank of `layout`, 3 channels and, where
+    known, frames of `input_size` (H, W)."""
+    shape = tuple(x.shape)
+    if len(shape) != layout.count(",") + 1 or shape[-1] != 3:
+        raise ValueError(f"{who}: expected RGB {what} {layout}, got shape {shape}")
+    h, w = shape[-3], shape[-2]
+    if h is not None and w is not None and (h, w) != tuple(input_size):
+        raise ValueError(f"{who}: expected {'images' if what == 'images' else 'frames'} of {input_size[0]}x"
+                         f"{input_size[1]} (HxW), got {h}x{w}")
+
+
 class PedestrianModel(keras.Model):
     """Base class: properties and input checks common to all keras_hpnet models.
 
@@ -95,12 +107,7 @@ class PedestrianModel(keras.Model):
         raise NotImplementedError
 
     def _check_input(self, x):
-        shape = tuple(x.shape)
-        if len(shape) != 4 or shape[-1] != 3:
-            raise ValueError(f"{self.model_name}: expected RGB images [N, H, W, 3], got shape {shape}")
-        if shape[1] is not None and shape[2] is not None and tuple(shape[1:3]) != self.input_size:
-            raise ValueError(f"{self.model_name}: expected images of {self.input_size[0]}x"
-                             f"{self.input_size[1]} (HxW), got {shape[1]}x{shape[2]}")
+        check_rgb_input(self.model_name, x, self.input_size)
 
     def call(self, inputs, training=None):
         self._check_input(inputs)

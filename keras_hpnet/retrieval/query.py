@@ -342,8 +342,10 @@ def attribute_query_map(probabilities, labels, attribute_names, *, sizes=(1, 2, 
     For each size n in `sizes`, `num_queries` random conjunctions of n
     attributes (`random_queries`, seeded by `seed + n`) rank the rows of
     `probabilities` `[N, A]`; the relevant rows are those whose `labels`
-    `[N, A]` satisfy the query. Queries no row satisfies have no AP and are
-    counted in `num_skipped`. Returns ``{"1": {"mAP", "num_queries",
+    `[N, A]` satisfy the query. A row whose label of an attribute the query
+    uses is `UNKNOWN_ATTRIBUTE` (keras_hpnet.datasets) is left out of that
+    query's ranking. Queries no row satisfies have no AP and are counted in
+    `num_skipped`. Returns ``{"1": {"mAP", "num_queries",
     "num_skipped"}, ...}`` plus ``"mAP"``, the mean over all scored queries.
     """
     names = [str(n) for n in attribute_names]
@@ -351,16 +353,20 @@ def attribute_query_map(probabilities, labels, attribute_names, *, sizes=(1, 2, 
     labels = np.asarray(labels)
     if probs.shape != labels.shape:
         raise ValueError(f"probabilities {probs.shape} and labels {labels.shape} differ in shape")
+    from keras_hpnet.datasets.base import UNKNOWN_ATTRIBUTE
+
+    known = labels != UNKNOWN_ATTRIBUTE
     result, all_ap = {}, []
     for n in sizes:
         aps, skipped = [], 0
         for text in random_queries(names, int(n), num_queries, seed=seed + int(n), negate=negate):
             q = parse_query(text, names)
-            relevant = q.matches(labels)
+            rows = known[:, list(q.columns)].all(1)
+            relevant = q.matches(labels[rows])
             if not relevant.any():
                 skipped += 1
                 continue
-            aps.append(average_precision(q.score(probs), relevant))
+            aps.append(average_precision(q.score(probs[rows]), relevant))
         result[str(n)] = {"mAP": float(np.mean(aps)) if aps else float("nan"), "num_queries": len(aps),
                           "num_skipped": skipped}
         all_ap.extend(aps)

@@ -44,21 +44,22 @@ def write_marker(folder: str, variant: str, cfg, images: int):
         json.dump({"variant": variant, "version": VERSION, "images": images, **dataclasses.asdict(cfg)}, f, indent=1)
 
 
-def atomic_generate(final: str, build) -> str:
-    """Run `build(tmp_dir)` and rename the finished folder to `final` (if absent)."""
-    if os.path.isfile(os.path.join(final, MARKER)):
+def atomic_generate(final: str, build, marker: str = MARKER, what: str = "synthetic dataset") -> str:
+    """Run `build(tmp_dir)` (which writes `marker` last) and rename the finished
+    folder to `final` (if absent); also the CUHK03 extraction cache's rule."""
+    if os.path.isfile(os.path.join(final, marker)):
         return final
     parent = os.path.dirname(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
     if os.path.isdir(final):  # not ours / unfinished by another tool: never trusted, never deleted
-        raise FileExistsError(f"{final} exists but has no {MARKER}: not a finished synthetic dataset; remove it")
+        raise FileExistsError(f"{final} exists but has no {marker}: not a finished {what}; remove it")
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(final) + "-")
     try:
         build(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
-            if not os.path.isfile(os.path.join(final, MARKER)):  # lost a race to a finished copy? else re-raise
+            if not os.path.isfile(os.path.join(final, marker)):  # lost a race to a finished copy? else re-raise
                 raise
     finally:
         if os.path.isdir(tmp):

@@ -68,9 +68,11 @@ def _gamma_lut(gamma):
     return (np.arange(1024, dtype=np.float32) / 1023.0) ** gamma
 
 
-def photometry(img, cam: Camera, rng):
-    """Camera illumination, colour cast, lighting gradient, gamma, desaturation, noise."""
-    gain = cam.gain * rng.uniform(0.88, 1.12)
+def photometry(img, cam: Camera, rng, gain=None):
+    """Camera illumination, colour cast, lighting gradient, gamma, desaturation,
+    noise. `gain`: the image's illumination factor around the camera's (drawn
+    from `rng`, 0.88..1.12, when None; a tracklet passes a slowly varying one)."""
+    gain = cam.gain * (rng.uniform(0.88, 1.12) if gain is None else gain)
     factor = (gain * (1.0 + cam.light_dir * ((np.arange(W, dtype=np.float32) + 0.5 - W / 2) / W)))[None, :, None]
     img = img * (factor * cam.cast)
     img = _gamma_lut(round(cam.gamma, 4))[(np.clip(img, 0.0, 1.0) * 1023.0).astype(np.int16)]

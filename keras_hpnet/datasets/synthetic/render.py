@@ -35,8 +35,6 @@ def render_image(seed: int, person_key: int, cam_index: int, image_key: int, *, 
     Returns (image, view). Junk images (file id -1) are bad detections: a
     fragment of a person filling a wrong box, or mostly background.
     """
-    from PIL import Image, ImageFilter
-
     cam = make_camera(seed, cam_index)
     rng = np.random.default_rng([seed, 3, image_key])
     bg = render_background(cam, rng)
@@ -52,14 +50,27 @@ def render_image(seed: int, person_key: int, cam_index: int, image_key: int, *, 
         foot += rng.uniform(-30, 60)
         cx += rng.uniform(-25, 25)
     layer = render_person(person, view, hp, foot, cx, float(rng.uniform(-1, 1)))
+    mirror = view == "side" and rng.random() < 0.5  # facing left
+    img = composite(bg, layer, mirror, cam, rng, rng)
+    return finish(img, cam.blur * rng.uniform(0.7, 1.3)), view
+
+
+def composite(bg, layer: PaintLayer, mirror: bool, cam, occluder_rng, photo_rng, gain=None) -> np.ndarray:
+    """The person `layer` (mirrored if `mirror`) over `bg`, an occluder drawn
+    from `occluder_rng`, then the camera's photometry (`gain`: see `photometry`)."""
     rgb, alpha = layer.rgb, layer.alpha
-    if view == "side" and rng.random() < 0.5:  # facing left
+    if mirror:
         rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
     img = bg * (1 - alpha[..., None]) + rgb * alpha[..., None]
-    occlude(img, cam, rng)
-    img = photometry(img, cam, rng)
+    occlude(img, cam, occluder_rng)
+    return photometry(img, cam, photo_rng, gain)
+
+
+def finish(img, blur: float) -> np.ndarray:
+    """float [0, 1] image -> uint8, with a Gaussian blur of radius `blur` when it is above 0.25."""
+    from PIL import Image, ImageFilter
+
     out = Image.fromarray((img * 255 + 0.5).astype(np.uint8))
-    blur = cam.blur * rng.uniform(0.7, 1.3)
     if blur > 0.25:
         out = out.filter(ImageFilter.GaussianBlur(blur))
-    return np.asarray(out), view
+    return np.asarray(out)

@@ -1,6 +1,7 @@
 """Rendering a plan of jobs to .jpg files, in this process and in worker processes.
 
-A job is `(relative path, person key, camera, image key, junk[, view])`. Job i
+A job is `(relative path, person key, camera, image key, junk[, view])` (a
+tracklet job of the video variant: see :mod:`.mars`). Job i
 goes to worker i % workers; the output does not depend on the worker count.
 """
 
@@ -24,8 +25,10 @@ def render_jobs(seed, quality, out_dir, jobs):
         Image.fromarray(img).save(os.path.join(out_dir, rel), format="JPEG", quality=quality)
 
 
-def run_jobs(variant, cfg, jobs, out_dir, workers):
-    """Render every image of the plan `jobs` of `cfg` (workers None: 2 processes from 400 images).
+def run_jobs(variant, cfg, jobs, out_dir, workers, render=render_jobs, size=None):
+    """Render every image of the plan `jobs` of `cfg` with `render(seed, quality,
+    out_dir, jobs)` (workers None: 2 processes from 400 images; `size`: the
+    number of images, default one per job).
 
     Extra workers are fresh `python -m keras_hpnet.datasets.synthetic` processes
     (see its __main__) that recompute the (deterministic) plan: no fork of a
@@ -35,7 +38,7 @@ def run_jobs(variant, cfg, jobs, out_dir, workers):
     import sys
 
     if workers is None:
-        workers = min(os.cpu_count() or 1, 2) if len(jobs) >= 400 else 1
+        workers = min(os.cpu_count() or 1, 2) if (len(jobs) if size is None else size) >= 400 else 1
     procs = []
     for w in range(1, workers):
         procs.append(subprocess.Popen(
@@ -43,7 +46,7 @@ def run_jobs(variant, cfg, jobs, out_dir, workers):
              json.dumps(dataclasses.asdict(cfg)), out_dir, str(w), str(workers)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     try:
-        render_jobs(cfg.seed, cfg.jpeg_quality, out_dir, jobs[0::workers])
+        render(cfg.seed, cfg.jpeg_quality, out_dir, jobs[0::workers])
     finally:
         errors = []
         for p in procs:
