@@ -15,7 +15,7 @@ from __future__ import annotations
 from keras_hpnet.datasets.base import (
     ATTRIBUTE_SPLITS, REID_SPLITS, UNKNOWN_ATTRIBUTE, DatasetError, DatasetWarning, PedestrianDataset, Record, Tracklet,
     frame_records)
-from keras_hpnet.datasets.baseline import raw_pixel_baseline
+from keras_hpnet.datasets.baseline import raw_pixel_attribute_baseline, raw_pixel_baseline
 from keras_hpnet.datasets.combine import combine, is_combined, load_combined
 from keras_hpnet.datasets.cuhk03 import load_cuhk03
 from keras_hpnet.datasets.custom import load_custom
@@ -86,7 +86,7 @@ __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "Dat
            "Record", "SkipCounter", "UNKNOWN_ATTRIBUTE", "available_datasets", "cache_dir", "combine", "load_combined",
            "load", "load_cuhk03", "load_custom", "load_dukemtmc",
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_rap", "load_synthetic", "load_synthetic_pa100k",
-           "raw_pixel_baseline",
+           "raw_pixel_attribute_baseline", "raw_pixel_baseline",
            "reader_options", "write_report",
            "Tracklet", "VIDEO_DATASETS", "frame_records", "load_ilidsvid", "load_mars", "load_prid2011",
            "load_synthetic_mars"]
