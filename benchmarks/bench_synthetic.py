@@ -5,7 +5,10 @@
     python benchmarks/bench_synthetic.py --num_train_ids=20 --num_test_ids=10 --speed_images=50  # a quick check
 
 Measures: generator images/s (wall and CPU), the generated dataset's raw-pixel
-nearest-neighbour rank-1/mAP (Market protocol; must stay <= 0.40), and
+nearest-neighbour rank-1/mAP (Market protocol; must stay <= 0.40), the
+attribute mA of a linear probe on raw pixels (one balanced logistic regression
+per attribute, train split -> gallery; issue #14: a renderer change must not
+raise it by more than 2 points, docs/models.md has today's value), and
 optionally how learnable it is: a 4-conv CNN (~0.2M params, 64x32 input) trained
 from scratch with identity CE + weighted attribute BCE, its rank-1/mAP and attribute mA on
 the test split. The real demo (HA-CNN/HAT-CNN) is tuned by training/.
@@ -87,6 +90,40 @@ def tiny_cnn_probe(ds, epochs, seed=0, size=(64, 32)):
     return train_s, epochs * len(x), reid, attr
 
 
+def raw_pixel_linear_probe(ds, size=(32, 16), steps=300, lr=0.5, l2=1e-3):
+    """Attribute mA (gallery) of logistic regressions on standardised raw pixels.
+
+    One linear model per attribute on the `size` thumbnails of ds.train, full
+    batch gradient descent on the balanced BCE (positives 1/(2r), negatives
+    1/(2(1-r)), so the 0.5 threshold is the mA-optimal one) with L2 `l2`.
+    Deterministic (zero init, fixed steps); numpy only.
+    """
+    import numpy as np
+
+    from keras_hpnet.datasets.baseline import load_pixels
+    from keras_hpnet.metrics import attribute_metrics
+
+    x = load_pixels(ds.train, size)[0].astype("float64")
+    a = np.stack([r.attributes for r in ds.train]).astype("float64")
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x = (x - mean) / std
+    ratio = np.clip(a.mean(0), 1e-3, 1 - 1e-3)
+    w = a / (2 * ratio) + (1 - a) / (2 * (1 - ratio))  # [N, A] balanced weights
+    weights, bias = np.zeros((x.shape[1], a.shape[1])), np.zeros(a.shape[1])
+    def sigmoid(z):
+        return 0.5 * (1 + np.tanh(0.5 * z))  # no overflow
+
+    for _ in range(steps):
+        p = sigmoid(x @ weights + bias)
+        g = w * (p - a) / len(x)
+        weights -= lr * (x.T @ g + l2 * weights)
+        bias -= lr * g.sum(0)
+    keep = [r for r in ds.gallery if r.attributes is not None]
+    xg = (load_pixels(keep, size)[0] - mean) / std
+    probs = sigmoid(xg @ weights + bias)
+    return attribute_metrics(probs, np.stack([r.attributes for r in keep]))["mA"]
+
+
 def main(_):
     from keras_hpnet.datasets import raw_pixel_baseline, synthetic
     from keras_hpnet.datasets.market1501 import load_market_layout
@@ -121,6 +158,7 @@ def main(_):
             m = raw_pixel_baseline(ds, input_size=size)
             rows.append((f"raw-pixel NN {size[0]}x{size[1]}: rank-1 / rank-5 / mAP",
                          f"{m['rank1']:.3f} / {m['rank5']:.3f} / {m['mAP']:.3f}"))
+        rows.append(("raw-pixel linear probe 32x16: attribute mA (gallery)", f"{raw_pixel_linear_probe(ds):.3f}"))
         if FLAGS.probe_epochs:
             train_s, seen, reid, attr = tiny_cnn_probe(ds, FLAGS.probe_epochs, FLAGS.seed)
             rows.append((f"tiny CNN probe: {FLAGS.probe_epochs} epochs, {seen} images, s", f"{train_s:.0f}"))
