@@ -210,6 +210,9 @@ def main(argv):
     head = ("model", "input", "params", "params w/o cls", "GFLOPs", f"train img/s (b{FLAGS.batch_size})",
             "train CPU s/step", "1st step s", "infer b1 ms", "infer b64 img/s")
     print(describe())
+    threads = (tf.config.threading.get_intra_op_parallelism_threads(),
+               tf.config.threading.get_inter_op_parallelism_threads())
+    print(f"threads intra/inter {threads[0]}/{threads[1]} (0 = TF's default, one per core)")
     print(f"policy {FLAGS.policy}, optimizer {FLAGS.optimizer}, jit_compile {FLAGS.jit_compile}, load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
     print("| " + " | ".join(head) + " |")
