@@ -43,7 +43,7 @@ SCHEMA_VERSION = 2
 # precision and seed: RunPlan.resume_fields); SETTINGS do not (where to
 # write, how often to checkpoint, when to stop, what to run afterwards).
 SCHEDULE_KEYS = ("epochs", "batch_size", "steps_per_epoch", "lr", "optimizer", "momentum", "weight_decay",
-                 "lr_milestones", "lr_decay", "warmup_epochs", "stagewise", "stage_epochs", "strategy_replicas")
+                 "lr_schedule", "lr_milestones", "lr_decay", "warmup_epochs", "stagewise", "stage_epochs", "strategy_replicas")
 OBJECTIVE_KEYS = ("label_smoothing", "triplet_weight", "triplet_margin", "pk", "attribute_weight",
                   "attribute_weighting")
 

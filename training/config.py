@@ -27,6 +27,7 @@ OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies training may use
 PRECISION_CHOICES = ("auto",) + PRECISIONS  # auto: bf16 where the CPU computes it natively
 ATTRIBUTE_WEIGHTINGS = ("auto", "none", "ratio", "balanced")
+LR_SCHEDULES = ("multistep", "cosine", "onecycle")  # training.schedule.make_schedule
 
 
 def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
@@ -84,7 +85,8 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    lr_milestones: tuple = (0.5, 0.75)  # fractions of the run
+    lr_schedule: str = "multistep"  # multistep (warm-up, x lr_decay at lr_milestones), cosine, onecycle
+    lr_milestones: tuple = (0.5, 0.75)  # fractions of the run (multistep)
     lr_decay: float = 0.1
     warmup_epochs: int = 0
     label_smoothing: float = 0.1
@@ -102,6 +104,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps; also at each epoch end
     keep_checkpoints: int = 2
     max_steps: int = 0  # stop after this many global steps (0 = no limit)
+    time_budget: float = 0.0  # seconds of training: epochs and steps planned from measured speed (training.budget)
     steps_per_epoch: int = 0  # 0 = len(train) // batch_size
     input_height: int = 0  # 0 = the model's default
     input_width: int = 0
@@ -172,6 +175,11 @@ def resolve_config(overrides: dict) -> TrainConfig:
     if model in available_models():  # a preset's model options apply to the models that have them
         for name in set(flag_options()) - set(spec(model).option_names):
             values.pop(name, None)
+    if overrides.get("time_budget"):
+        planned = [f"--{k}" for k in ("epochs", "steps_per_epoch", "stage_epochs") if overrides.get(k)]
+        if planned:
+            raise ConfigError(f"--time_budget plans {', '.join(planned)} from the measured speed: "
+                              f"give one or the other")
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["dataset"] = dataset
     if values.get("stage_epochs"):
@@ -210,6 +218,7 @@ def validate_config(cfg: TrainConfig) -> None:
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("precision", cfg.precision, PRECISIONS)
     _choice("attribute_weighting", cfg.attribute_weighting, ATTRIBUTE_WEIGHTINGS)
+    _choice("lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
     known = reader_options(cfg.dataset)
     for key in cfg.reader_options:
         if key not in known:
@@ -224,7 +233,8 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name}={getattr(cfg, name)}: must be >= 1")
     non_negative = ("max_steps", "steps_per_epoch", "input_height", "input_width", "pk",
                     "warmup_epochs", "synthetic_ids", "synthetic_cameras", "synthetic_max_images",
-                    "triplet_weight", "attribute_weight", "weight_decay", "momentum", "triplet_margin")
+                    "triplet_weight", "attribute_weight", "weight_decay", "momentum", "triplet_margin",
+                    "time_budget")
     for name in non_negative:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name}={getattr(cfg, name)}: must be >= 0")

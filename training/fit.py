@@ -19,8 +19,8 @@ import time
 from absl import app, flags
 
 from keras_hpnet.model_spec import flag_options, spec
-from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, MODELS, OPTIMIZERS, PRECISION_CHOICES,
-                             STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
+from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, LR_SCHEDULES, MODELS, OPTIMIZERS,
+                             PRECISION_CHOICES, STRATEGIES, ConfigError, TrainConfig, resolve_config, validate_config)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "hatcnn", MODELS, "Network to train: " + "; ".join(
@@ -34,7 +34,10 @@ flags.DEFINE_float("lr", None, "Base learning rate.")
 flags.DEFINE_enum("optimizer", None, OPTIMIZERS, "sgd (momentum, the papers) or adam.")
 flags.DEFINE_float("momentum", None, "SGD momentum.")
 flags.DEFINE_float("weight_decay", None, "Weight decay.")
-flags.DEFINE_list("lr_milestones", None, "LR decay points as fractions of the run, e.g. 0.5,0.75.")
+flags.DEFINE_enum("lr_schedule", None, LR_SCHEDULES, "multistep: linear warm-up, x --lr_decay at "
+                  "--lr_milestones; cosine: linear warm-up, then cosine to 0; onecycle: warm-up over 30% of the "
+                  "run from lr/25, then cosine (training/schedule.py).")
+flags.DEFINE_list("lr_milestones", None, "LR decay points as fractions of the run, e.g. 0.5,0.75 (multistep).")
 flags.DEFINE_float("lr_decay", None, "LR factor at each milestone.")
 flags.DEFINE_integer("warmup_epochs", None, "Linear LR warm-up epochs.")
 flags.DEFINE_float("label_smoothing", None, "Label smoothing of the identity cross-entropy.")
@@ -61,6 +64,9 @@ flags.DEFINE_integer("seed", None, "Random seed (weights, data order, augmentati
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints (also at every epoch end).")
 flags.DEFINE_integer("keep_checkpoints", None, "Checkpoints kept.")
 flags.DEFINE_integer("max_steps", None, "Stop after this many steps in total (0 = no limit).")
+flags.DEFINE_float("time_budget", None, "Seconds of training (setup, traces, steps, checkpoints; not the final "
+                   "evaluation): epochs and steps are planned from the speed measured in a few probe steps "
+                   "(training/budget.py) and recorded in config.json; a resume keeps the plan.")
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (0 = training images // batch size).")
 flags.DEFINE_integer("input_height", None, "Input height (hpnet/mnet/tiny; 0 = model default).")
 flags.DEFINE_integer("input_width", None, "Input width (hpnet/mnet/tiny; 0 = model default).")
@@ -116,9 +122,10 @@ def load_dataset(cfg: TrainConfig):
     return ds
 
 
-def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int):
+def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int, budget=None):
     """The run's :class:`keras_hpnet.runs.RunPlan`, resolved once from the
-    config, the loaded dataset and the model's spec (written as config.json)."""
+    config, the loaded dataset and the model's spec (written as config.json;
+    `budget`, a training.budget.BudgetPlan, as its ``time_budget_plan``)."""
     from keras_hpnet.runs import OBJECTIVE_KEYS, SCHEDULE_KEYS, RunPlan
 
     model_spec = spec(cfg.model)
@@ -136,6 +143,9 @@ def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int):
     values = dict(dataclasses.asdict(cfg), steps_per_epoch=steps_per_epoch, strategy_replicas=replicas)
     own = {"model", "dataset", "data_dir", "precision", "seed", "input_height", "input_width"}
     flagged = {k: values[k] for k in model_spec.option_names if k in flag_options()}
+    settings = {k: v for k, v in values.items() if k not in own and k not in SCHEDULE_KEYS + OBJECTIVE_KEYS}
+    if budget is not None:
+        settings["time_budget_plan"] = budget.to_dict()
     return RunPlan.make(
         model=cfg.model, model_options=model_spec.options_with_defaults(**flagged),
         input_size=model_spec.input_size((cfg.input_height, cfg.input_width) if cfg.input_height else None),
@@ -144,7 +154,7 @@ def make_plan(cfg: TrainConfig, ds, *, replicas: int, steps_per_epoch: int):
         dataset_options=dataset_options(cfg), precision=cfg.precision, seed=cfg.seed,
         schedule={k: values[k] for k in SCHEDULE_KEYS},
         objective={k: values[k] for k in OBJECTIVE_KEYS},
-        settings={k: v for k, v in values.items() if k not in own and k not in SCHEDULE_KEYS + OBJECTIVE_KEYS})
+        settings=settings)
 
 
 def build_model(plan):
@@ -170,12 +180,11 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, stages=None):
     restarts at every stage (each one trains new parts: its own warm-up and decay)."""
     import keras
 
-    from training.schedule import WarmupMultiStep
+    from training.schedule import make_schedule
 
     def schedule_of(epochs):
-        total = epochs * steps_per_epoch
-        return WarmupMultiStep(cfg.lr, [round(m * total) for m in cfg.lr_milestones], cfg.lr_decay,
-                               min(cfg.warmup_epochs, epochs) * steps_per_epoch)
+        return make_schedule(cfg.lr_schedule, cfg.lr, epochs * steps_per_epoch, milestones=cfg.lr_milestones,
+                             decay=cfg.lr_decay, warmup_steps=min(cfg.warmup_epochs, epochs) * steps_per_epoch)
 
     if stages:
         from training.schedule import StageRestarts
@@ -248,12 +257,17 @@ def run(cfg: TrainConfig, strategy=None, verbose=1) -> dict:
     if strategy is None:
         strategy = loop.make_strategy(cfg.strategy)  # before any other TensorFlow use (MWMS)
     with rundir.claim(cfg.out_dir, lock=loop.is_chief(strategy)):  # one run per directory; storage errors
-        trainer, ds = train(cfg, strategy, verbose)
+        trainer, ds = train(cfg, strategy, verbose, started=t_start)
         return finish(cfg, trainer, ds, t_start, verbose)
 
 
-def train(cfg: TrainConfig, strategy=None, verbose=1):
-    """Build everything and run the training loop; returns (trainer, dataset)."""
+def train(cfg: TrainConfig, strategy=None, verbose=1, started=None):
+    """Build everything and run the training loop; returns (trainer, dataset).
+
+    With ``cfg.time_budget`` the epochs and steps are planned first
+    (:func:`plan_time_budget`); `started` (time.time()) is when the budget's
+    clock started (default: now)."""
+    started = time.time() if started is None else started
     validate_config(cfg)
     from training import loop
 
@@ -287,17 +301,39 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
         from keras_hpnet.losses import attribute_positive_ratio
 
         positive_ratio = attribute_positive_ratio(np.stack([r.attributes for r in train]))
+    loss_fn = make_loss_fn(cfg, num_classes, num_attributes, positive_ratio, scheme or "deepmar")
 
-    import keras
+    def make_trainer(cfg, plan, steps_per_epoch, out_dir, verbose):
+        import keras
 
-    from keras_hpnet.data import make_dataset
+        from keras_hpnet.data import make_dataset
 
-    stages = make_stages(cfg)
-    keras.utils.set_random_seed(cfg.seed)
-    with loop.dtype_policy(cfg.precision), strategy.scope():
-        model = build_model(plan)
-        optimizer = make_optimizer(cfg, steps_per_epoch, stages)
-    plan = dataclasses.replace(plan, embedding_dim=int(model.embedding_dim))  # the built model's
+        stages = make_stages(cfg)
+        keras.utils.set_random_seed(cfg.seed)
+        with loop.dtype_policy(cfg.precision), strategy.scope():
+            model = build_model(plan)
+            optimizer = make_optimizer(cfg, steps_per_epoch, stages)
+
+        def dataset_fn(ctx, epoch):
+            # Every input pipeline (worker) takes its share of the epoch's batches.
+            return make_dataset(train, input_size=plan.input_size, batch_size=per_replica, training=True,
+                                seed=cfg.seed, epoch=epoch, pk=cfg.pk or None, cache=cfg.cache_images,
+                                num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
+
+        return loop.Trainer(
+            strategy=strategy, model=model, optimizer=optimizer, loss_fn=loss_fn, dataset_fn=dataset_fn,
+            per_replica_batch_size=per_replica, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs,
+            out_dir=out_dir, checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints,
+            max_steps=cfg.max_steps, verbose=verbose, stages=stages)
+
+    budget = None
+    if cfg.time_budget:
+        cfg, budget = plan_time_budget(cfg, lambda: make_trainer(cfg, plan, steps_per_epoch, None, 0), strategy,
+                                       started, steps_per_epoch, verbose=verbose and chief)
+        steps_per_epoch = cfg.steps_per_epoch
+        plan = make_plan(cfg, ds, replicas=replicas, steps_per_epoch=steps_per_epoch, budget=budget)
+    trainer = make_trainer(cfg, plan, steps_per_epoch, cfg.out_dir, verbose)
+    plan = dataclasses.replace(plan, embedding_dim=int(trainer.model.embedding_dim))  # the built model's
     check_resumable(plan, cfg.out_dir)
     if chief:
         from keras_hpnet.fileio import write_text_atomic
@@ -305,25 +341,54 @@ def train(cfg: TrainConfig, strategy=None, verbose=1):
 
         os.makedirs(cfg.out_dir, exist_ok=True)
         write_text_atomic(os.path.join(cfg.out_dir, CONFIG_FILE), plan.to_json())
-
-    def dataset_fn(ctx, epoch):
-        # Every input pipeline (worker) takes its share of the epoch's batches.
-        return make_dataset(train, input_size=plan.input_size, batch_size=per_replica, training=True,
-                            seed=cfg.seed, epoch=epoch, pk=cfg.pk or None, cache=cfg.cache_images,
-                            num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
-
-    trainer = loop.Trainer(
-        strategy=strategy, model=model, optimizer=optimizer,
-        loss_fn=make_loss_fn(cfg, num_classes, num_attributes, positive_ratio, scheme or "deepmar"),
-        dataset_fn=dataset_fn,
-        per_replica_batch_size=per_replica, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs,
-        out_dir=cfg.out_dir, checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints,
-        max_steps=cfg.max_steps, verbose=verbose, stages=stages)
     with loop.dtype_policy(cfg.precision):  # the step is traced under the training policy
         trainer.fit()
     if chief:  # what the readers and the image check skipped (docs/datasets.md)
         ds.write_report(os.path.join(cfg.out_dir, "data_report.json"))
     return trainer, ds
+
+
+def plan_time_budget(cfg: TrainConfig, make_probe, strategy, started, data_steps_per_epoch, verbose=True):
+    """(cfg with the planned epochs, steps_per_epoch and stage_epochs, its
+    training.budget.BudgetPlan): the plan recorded in ``cfg.out_dir`` when
+    resuming, else one measured now with the throw-away trainer `make_probe()`."""
+    import gc
+
+    from training import budget as budget_lib
+    from training import loop
+
+    if getattr(strategy.extended, "_num_workers", 1) > 1:
+        raise ConfigError("--time_budget: not with multi-worker training (every worker would measure its own "
+                          "plan); give --epochs")
+    try:
+        plan = budget_lib.recorded_plan(cfg.out_dir, cfg.time_budget)
+        if plan is not None:
+            how = "recorded in config.json, kept for the resume"
+        else:
+            t0 = time.time()
+            probe = make_probe()
+            built = time.time() - t0
+            with loop.dtype_policy(cfg.precision):
+                speed = budget_lib.measure_speed(probe, probe.stages or None, build_seconds=built)
+            del probe
+            gc.collect()
+            shares = [s.share for s in spec(cfg.model).stages] if cfg.stagewise else (1.0,)
+            plan = budget_lib.plan_budget(
+                cfg.time_budget, spent=time.time() - started, speed=speed, data_steps_per_epoch=data_steps_per_epoch,
+                checkpoint_every=cfg.checkpoint_every, shares=shares)
+            how = (f"measured: trace {'+'.join(f'{t:.1f}' for t in speed.trace_seconds)} s, step "
+                   f"{'/'.join(f'{t * 1000:.0f}' for t in speed.step_seconds)} ms, checkpoint "
+                   f"{speed.checkpoint_seconds:.2f} s, {plan.spent_seconds:.0f} s spent")
+    except budget_lib.BudgetError as e:
+        raise ConfigError(str(e)) from None
+    if verbose:
+        print(f"Time budget {cfg.time_budget:g} s: {plan.epochs} epochs x {plan.steps_per_epoch} steps"
+              + (f" (stages {','.join(map(str, plan.stage_epochs))})" if plan.stage_epochs else "")
+              + f", predicted {plan.predicted_seconds:.0f} s ({how})", flush=True)
+    cfg = dataclasses.replace(cfg, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
+                              stage_epochs=list(plan.stage_epochs))
+    validate_config(cfg)
+    return cfg, plan
 
 
 def finish(cfg: TrainConfig, trainer, ds, t_start, verbose=1) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from keras_hpnet.datasets.base import (
     ATTRIBUTE_SPLITS, REID_SPLITS, UNKNOWN_ATTRIBUTE, DatasetError, DatasetWarning, PedestrianDataset, Record)
-from keras_hpnet.datasets.baseline import raw_pixel_baseline
+from keras_hpnet.datasets.baseline import raw_pixel_attribute_baseline, raw_pixel_baseline
 from keras_hpnet.datasets.custom import load_custom
 from keras_hpnet.datasets.dukemtmc import load_dukemtmc
 from keras_hpnet.datasets.market1501 import load_market1501
@@ -64,5 +64,5 @@ def load(name: str, root: str | None = None, **options) -> PedestrianDataset:
 __all__ = ["ATTRIBUTE_SPLITS", "REID_SPLITS", "DataReport", "DatasetError", "DatasetWarning", "PedestrianDataset",
            "Record", "SkipCounter", "UNKNOWN_ATTRIBUTE", "available_datasets", "cache_dir", "load", "load_custom", "load_dukemtmc",
            "load_market1501", "load_msmt17", "load_pa100k", "load_peta", "load_synthetic", "load_synthetic_pa100k",
-           "raw_pixel_baseline",
+           "raw_pixel_attribute_baseline", "raw_pixel_baseline",
            "reader_options", "write_report"]
