@@ -6,8 +6,8 @@
 
 Measures: generator images/s (wall and CPU), the generated dataset's raw-pixel
 nearest-neighbour rank-1/mAP (Market protocol; must stay <= 0.40), the
-attribute mA of a linear probe on raw pixels (one balanced logistic regression
-per attribute, train split -> gallery; issue #14: a renderer change must not
+attribute mA of a linear probe on raw pixels (balanced ridge per attribute on
+32x16 pixels, train split -> gallery; issue #14: a renderer change must not
 raise it by more than 2 points, docs/models.md has today's value), and
 optionally how learnable it is: a 4-conv CNN (~0.2M params, 64x32 input) trained
 from scratch with identity CE + weighted attribute BCE, its rank-1/mAP and attribute mA on
@@ -90,38 +90,17 @@ def tiny_cnn_probe(ds, epochs, seed=0, size=(64, 32)):
     return train_s, epochs * len(x), reid, attr
 
 
-def raw_pixel_linear_probe(ds, size=(32, 16), steps=300, lr=0.5, l2=1e-3):
-    """Attribute mA (gallery) of logistic regressions on standardised raw pixels.
+def raw_pixel_linear_probe(ds):
+    """Attribute mA on the gallery of the raw-pixel linear probe
+    (keras_hpnet.datasets.raw_pixel_attribute_baseline: balanced ridge per
+    attribute on 32x16 pixels), fitted on the train split; the ridge strength
+    is chosen on the train split (the Market layout has no val)."""
+    from keras_hpnet.datasets import raw_pixel_attribute_baseline
+    from keras_hpnet.datasets.base import PedestrianDataset
 
-    One linear model per attribute on the `size` thumbnails of ds.train, full
-    batch gradient descent on the balanced BCE (positives 1/(2r), negatives
-    1/(2(1-r)), so the 0.5 threshold is the mA-optimal one) with L2 `l2`.
-    Deterministic (zero init, fixed steps); numpy only.
-    """
-    import numpy as np
-
-    from keras_hpnet.datasets.baseline import load_pixels
-    from keras_hpnet.metrics import attribute_metrics
-
-    x = load_pixels(ds.train, size)[0].astype("float64")
-    a = np.stack([r.attributes for r in ds.train]).astype("float64")
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    x = (x - mean) / std
-    ratio = np.clip(a.mean(0), 1e-3, 1 - 1e-3)
-    w = a / (2 * ratio) + (1 - a) / (2 * (1 - ratio))  # [N, A] balanced weights
-    weights, bias = np.zeros((x.shape[1], a.shape[1])), np.zeros(a.shape[1])
-    def sigmoid(z):
-        return 0.5 * (1 + np.tanh(0.5 * z))  # no overflow
-
-    for _ in range(steps):
-        p = sigmoid(x @ weights + bias)
-        g = w * (p - a) / len(x)
-        weights -= lr * (x.T @ g + l2 * weights)
-        bias -= lr * g.sum(0)
-    keep = [r for r in ds.gallery if r.attributes is not None]
-    xg = (load_pixels(keep, size)[0] - mean) / std
-    probs = sigmoid(xg @ weights + bias)
-    return attribute_metrics(probs, np.stack([r.attributes for r in keep]))["mA"]
+    view = PedestrianDataset(ds.name, {"train": ds.train, "test": ds.gallery}, kind="attribute",
+                             attribute_names=ds.attribute_names)
+    return raw_pixel_attribute_baseline(view)["mA"]
 
 
 def main(_):
