@@ -5,7 +5,10 @@
     python benchmarks/bench_synthetic.py --num_train_ids=20 --num_test_ids=10 --speed_images=50  # a quick check
 
 Measures: generator images/s (wall and CPU), the generated dataset's raw-pixel
-nearest-neighbour rank-1/mAP (Market protocol; must stay <= 0.40), and
+nearest-neighbour rank-1/mAP (Market protocol; must stay <= 0.40), the
+attribute mA of a linear probe on raw pixels (balanced ridge per attribute on
+32x16 pixels, train split -> gallery; issue #14: a renderer change must not
+raise it by more than 2 points, docs/models.md has today's value), and
 optionally how learnable it is: a 4-conv CNN (~0.2M params, 64x32 input) trained
 from scratch with identity CE + weighted attribute BCE, its rank-1/mAP and attribute mA on
 the test split. The real demo (HA-CNN/HAT-CNN) is tuned by training/.
@@ -87,6 +90,19 @@ def tiny_cnn_probe(ds, epochs, seed=0, size=(64, 32)):
     return train_s, epochs * len(x), reid, attr
 
 
+def raw_pixel_linear_probe(ds):
+    """Attribute mA on the gallery of the raw-pixel linear probe
+    (keras_hpnet.datasets.raw_pixel_attribute_baseline: balanced ridge per
+    attribute on 32x16 pixels), fitted on the train split; the ridge strength
+    is chosen on the train split (the Market layout has no val)."""
+    from keras_hpnet.datasets import raw_pixel_attribute_baseline
+    from keras_hpnet.datasets.base import PedestrianDataset
+
+    view = PedestrianDataset(ds.name, {"train": ds.train, "test": ds.gallery}, kind="attribute",
+                             attribute_names=ds.attribute_names)
+    return raw_pixel_attribute_baseline(view)["mA"]
+
+
 def main(_):
     from keras_hpnet.datasets import raw_pixel_baseline, synthetic
     from keras_hpnet.datasets.market1501 import load_market_layout
@@ -121,6 +137,7 @@ def main(_):
             m = raw_pixel_baseline(ds, input_size=size)
             rows.append((f"raw-pixel NN {size[0]}x{size[1]}: rank-1 / rank-5 / mAP",
                          f"{m['rank1']:.3f} / {m['rank5']:.3f} / {m['mAP']:.3f}"))
+        rows.append(("raw-pixel linear probe 32x16: attribute mA (gallery)", f"{raw_pixel_linear_probe(ds):.3f}"))
         if FLAGS.probe_epochs:
             train_s, seen, reid, attr = tiny_cnn_probe(ds, FLAGS.probe_epochs, FLAGS.seed)
             rows.append((f"tiny CNN probe: {FLAGS.probe_epochs} epochs, {seen} images, s", f"{train_s:.0f}"))

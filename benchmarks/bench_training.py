@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from keras_hpnet.cpu import describe  # noqa: E402
+from keras_hpnet.cpu import describe, prefer_onednn  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,6 +96,7 @@ def main():
     p.add_argument("--data_dir", default="", help="synthetic dataset root (default: the cache dir)")
     p.add_argument("--no_cache", action="store_true", help="decode JPEGs every step instead of caching")
     args = p.parse_args()
+    prefer_onednn()  # the entry points' kernel policy, inherited by the workers (docs/models.md)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     print(describe())
     print(f"batch {args.batch_size}, {args.steps} timed steps, {os.cpu_count()} CPUs, "

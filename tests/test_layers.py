@@ -234,6 +234,23 @@ def test_fused_batch_norm_equals_keras_batch_norm(shape):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
 
 
+def test_fused_batch_norm_unknown_batch_size_updates_like_a_known_one():
+    """The moving-variance factor n / (n - 1) is a constant for static shapes and
+    computed in the graph otherwise; both give the same statistics."""
+    x = tf.constant(np.random.default_rng(3).normal(1.0, 2.0, size=(6, 4, 3, 5)).astype("float32"))
+    stats = []
+    for signature in (None, [tf.TensorSpec((None, 4, 3, 5), tf.float32)]):
+        bn = L.FusedBatchNormalization(momentum=0.5, epsilon=1e-5)
+        bn.build(x.shape)
+        step = tf.function(lambda t, bn=bn: bn(t, training=True), input_signature=signature)
+        y = step(x)
+        stats.append([y.numpy(), bn.moving_mean.numpy(), bn.moving_variance.numpy()])
+    for a, b in zip(*stats):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    biased = x.numpy().reshape(-1, 5).var(0)
+    np.testing.assert_allclose(stats[0][2], 0.5 + 0.5 * biased, rtol=1e-5)
+
+
 def test_sampler_places_regions_in_float32_under_mixed_precision():
     # Values = column index - 112 (exact in bfloat16); the 1x1 region's centre is
     # at x = 100 + 100 * 0.123 = 112.3, so the sample is 0.3. With bfloat16

@@ -234,6 +234,9 @@ def run(run_dir: str, *, dataset: str | None = None, data_dir: str | None = None
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from keras_hpnet.cpu import prefer_onednn
+
+    prefer_onednn()  # before TensorFlow loads (docs/models.md, "oneDNN on AVX2")
     from keras_hpnet.datasets import DatasetError
 
     try:

@@ -431,6 +431,7 @@ def finish(cfg: TrainConfig, trainer, ds, t_start, verbose=1) -> dict:
     """Save model.keras atomically (chief), evaluate it, write metrics.json."""
     import keras
 
+    from keras_hpnet.cpu import describe
     from keras_hpnet.models import build_like
     from training import loop
 
@@ -454,6 +455,7 @@ def finish(cfg: TrainConfig, trainer, ds, t_start, verbose=1) -> dict:
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["total_seconds"] = round(time.time() - t_start, 1)
     metrics["steps"] = int(trainer.step.numpy())
+    metrics["cpu"] = describe()  # ISA and the kernels (oneDNN / Eigen) the figures came from
     if trainer.resumed_from is not None:
         metrics["resumed_from_step"] = trainer.resumed_from
     from keras_hpnet.fileio import write_text_atomic
@@ -485,6 +487,10 @@ def evaluate(model, ds, cfg: TrainConfig) -> dict:
 
 def main(argv):
     from absl import logging
+
+    from keras_hpnet.cpu import prefer_onednn
+
+    prefer_onednn()  # before TensorFlow loads: oneDNN kernels on AVX2 too, unless the user chose (docs/models.md)
 
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TF's INFO lines would break the progress bar

@@ -49,14 +49,18 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             x, gamma, beta, empty, empty, epsilon=self.epsilon,
             exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
         # The kernel returns the unbiased (n / (n - 1)) batch variance; Keras keeps
-        # the biased one in its moving average.
-        count = tf.cast(tf.size(x, tf.int64) // channels, tf.float32)
-        variance = variance * (tf.maximum(count - 1.0, 0.0) / tf.maximum(count, 1.0))
-        momentum = self.momentum
-        self.moving_mean.assign(
-            tf.cast(self.moving_mean, tf.float32) * momentum + mean * (1.0 - momentum))
-        self.moving_variance.assign(
-            tf.cast(self.moving_variance, tf.float32) * momentum + variance * (1.0 - momentum))
+        # the biased one in its moving average. A static shape gives the factor as
+        # a constant (one op per call instead of eight: fewer launches and trace).
+        if x.shape[:-1].is_fully_defined():
+            count = float(x.shape[:-1].num_elements())
+            unbias = max(count - 1.0, 0.0) / max(count, 1.0)
+        else:
+            count = tf.cast(tf.size(x, tf.int64) // channels, tf.float32)
+            unbias = tf.maximum(count - 1.0, 0.0) / tf.maximum(count, 1.0)
+        # moving <- moving * momentum + batch * (1 - momentum), as Keras
+        rate = 1.0 - self.momentum
+        self.moving_mean.assign_sub((tf.cast(self.moving_mean, tf.float32) - mean) * rate)
+        self.moving_variance.assign_sub((tf.cast(self.moving_variance, tf.float32) - variance * unbias) * rate)
         if flat:
             y = tf.reshape(y, (-1, channels))
         return tf.cast(y, self.compute_dtype)
