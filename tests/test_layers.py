@@ -118,6 +118,84 @@ def test_sampler_gradient_wrt_features_is_the_adjoint():
     assert np.abs(grad).max() > 0
 
 
+def gather_sample(features, translations, output_size, scale):
+    """The floor/gather bilinear sampler the layer used before its matrix form (kept here as the reference)."""
+    n, h, w, c = features.shape
+    r = translations.shape[1]
+    out_h, out_w = output_size
+    u = np.linspace(-1.0, 1.0, out_w) if out_w > 1 else np.zeros(1)
+    v = np.linspace(-1.0, 1.0, out_h) if out_h > 1 else np.zeros(1)
+    dtype = translations.dtype
+    px = tf.constant((scale[0] * u + 1.0) * (w - 1) / 2.0, dtype)[None, None] + translations[:, :, :1] * ((w - 1) / 2.0)
+    py = tf.constant((scale[1] * v + 1.0) * (h - 1) / 2.0, dtype)[None, None] + translations[:, :, 1:] * ((h - 1) / 2.0)
+
+    def taps(coord, size):
+        lo = tf.cast(tf.floor(coord), tf.int32)
+        frac = coord - tf.cast(lo, dtype)
+        valid = [tf.cast((k >= 0) & (k <= size - 1), dtype) for k in (lo, lo + 1)]
+        return (tf.clip_by_value(lo, 0, size - 1), tf.clip_by_value(lo + 1, 0, size - 1),
+                (1.0 - frac) * valid[0], frac * valid[1])
+
+    y0, y1, wy0, wy1 = taps(py, h)
+    x0, x1, wx0, wx1 = taps(px, w)
+    rows = (tf.gather(features, tf.reshape(y0, (n, -1)), axis=1, batch_dims=1) * tf.reshape(wy0, (n, -1, 1, 1))
+            + tf.gather(features, tf.reshape(y1, (n, -1)), axis=1, batch_dims=1) * tf.reshape(wy1, (n, -1, 1, 1)))
+    rows = tf.reshape(rows, (n * r, out_h, w, c))
+    return (tf.gather(rows, tf.reshape(x0, (n * r, -1)), axis=2, batch_dims=1) * tf.reshape(wx0, (n * r, 1, -1, 1))
+            + tf.gather(rows, tf.reshape(x1, (n * r, -1)), axis=2, batch_dims=1) * tf.reshape(wx1, (n * r, 1, -1, 1)))
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_sampler_matrix_form_equals_floor_gather_sampling_and_its_gradients(dtype, tol):
+    """Values and gradients (features, translations) of the matrix form equal the floor/gather sampler,
+    also at integer pixel coordinates (zero translation, grid on pixels), where both take the
+    derivative from the right."""
+    rng = np.random.default_rng(5)
+    feats = tf.constant(rng.normal(size=(2, 20, 8, 3)), dtype)
+    proj = tf.constant(rng.normal(size=(8, 6, 7, 3)), dtype)
+    trans_sets = [rng.uniform(-1.3, 1.3, size=(2, 4, 2)), np.zeros((2, 4, 2)),
+                  np.tile([[[2.0 / 7.0, 4.0 / 19.0]]], (2, 4, 1))]  # exactly 1 px in x, 2 px in y
+    sampler = L.AffineRegionSampler((6, 7), (1.0, 0.25), dtype=dtype)
+    for trans in trans_sets:
+        trans = tf.constant(trans, dtype)
+        results = []
+        for fn in (lambda f, t: sampler([f, t]), lambda f, t: gather_sample(f, t, (6, 7), (1.0, 0.25))):
+            with tf.GradientTape() as tape:
+                tape.watch([feats, trans])
+                out = fn(feats, trans)
+                loss = tf.reduce_sum(out * proj)
+            results.append([out] + tape.gradient(loss, [feats, trans]))
+        for got, want in zip(*results):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=tol * 10, rtol=tol)
+        assert np.abs(np.asarray(results[0][2])).max() > 1e-3  # the translations do get a gradient
+
+
+def test_hacnn_outputs_unchanged_by_the_matrix_sampler(monkeypatch):
+    """A whole HA-CNN (fixed weights) gives the outputs of the floor/gather sampler."""
+    from keras_hpnet import build_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model("hacnn", num_classes=5, channels=(16, 24, 32), feature_dim=16)
+    x = np.random.default_rng(6).uniform(0, 255, (2, 160, 64, 3)).astype("float32")
+    model(x)
+    rng = np.random.default_rng(7)
+    for block in model.ha_blocks:  # regions that move with the image
+        block.hard.fc.kernel.assign(rng.normal(scale=0.5, size=block.hard.fc.kernel.shape))
+    new = model(x, training=False)
+    weights = model.get_weights()
+    new_train = model(x, training=True)  # identity logits too
+    model.set_weights(weights)  # training=True moved the BatchNorm statistics
+    monkeypatch.setattr(L.AffineRegionSampler, "call",
+                        lambda self, inputs: gather_sample(tf.cast(inputs[0], "float32"), tf.cast(inputs[1], "float32"),
+                                                           self.output_size, self.scale))
+    old = model(x, training=False)
+    old_train = model(x, training=True)
+    assert np.std(model.attention_maps(x)["translations_level1"]) > 0.1
+    np.testing.assert_allclose(new["embedding"].numpy(), old["embedding"].numpy(), atol=1e-5)
+    for a, b in zip(new_train["identity_logits"], old_train["identity_logits"]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, rtol=1e-4)
+
+
 def test_attention_layers_shapes_and_ranges():
     x = np.random.default_rng(4).normal(size=(2, 10, 4, 32)).astype("float32")
     assert tuple(L.SpatialAttention()(x).shape) == (2, 10, 4, 1)

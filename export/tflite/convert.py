@@ -23,6 +23,31 @@ IO_TYPES = ("float32", "uint8", "int8")
 
 _FROZEN = weakref.WeakKeyDictionary()
 
+# In full-int8 models these stay float32: LiteRT's XNNPACK delegate has no int8
+# kernel for them but a float one, so keeping them float (with QUANTIZE /
+# DEQUANTIZE around them, which XNNPACK also runs) leaves the whole graph to
+# the delegate instead of splitting it around builtin kernels.
+FLOAT_OPS_IN_INT8 = ("BATCH_MATMUL", "MAXIMUM", "MINIMUM", "RSQRT")
+
+
+def float_sampler_nodes(model, ops) -> list[str]:
+    """Output tensor names among `ops` (`inspect_ops`) computed inside the model's `AffineRegionSampler`s.
+
+    They stay float32 in int8 models: the sampler's bilinear weights come from
+    pixel coordinates that need sub-pixel precision (int8 would step them by
+    ~0.6 px on an 80-pixel map) and are tiny next to the convolutions.
+    Tensors are named by the trace's name scopes (`hacnn_1/sampler1_1/...`,
+    fused ops joined with `;`).
+    """
+    from keras_hpnet.layers import AffineRegionSampler
+
+    flatten = getattr(model, "_flatten_layers", None)  # Keras layers; other callables have none
+    samplers = {l.name for l in flatten() if isinstance(l, AffineRegionSampler)} if flatten else set()
+    if not samplers:
+        return []
+    scope = re.compile(r"(^|/)(" + "|".join(re.escape(n) for n in sorted(samplers)) + r")(_\d+)?/")
+    return [n for o in ops for n in o.output_names if any(scope.search(part) for part in n.split(";"))]
+
 
 def output_names(model) -> list[str]:
     """Output tensors of the exported model, in order (recorded in the sidecar)."""
@@ -130,7 +155,8 @@ def convert(model, quantization: str, *, io_type: str = "float32", representativ
             calibrated, constant = calibration.widen_degenerate_ranges(converter.convert())
             if report is not None:
                 report["constant_activations"] = constant
-            flatbuffer = calibration.quantize_calibrated(calibrated, getattr(tf, io_type))
+            flatbuffer = calibration.quantize_calibrated(
+                calibrated, getattr(tf, io_type), FLOAT_OPS_IN_INT8, float_sampler_nodes(model, inspect_ops(calibrated)))
         else:
             flatbuffer = converter.convert()
     except Exception as e:  # ConverterError and friends; name the ops when we can
