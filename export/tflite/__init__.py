@@ -31,7 +31,7 @@ from export.tflite.parity import (compare, cosine, evaluation_dataset, parity_re
 __all__ = [
     "DEGENERATE_RANGE", "FLOAT_OPS_IN_INT8", "IO_TYPES", "QUANTIZATIONS", "ExportError", "Exported", "OpInfo",
     "average_pool_as_depthwise", "calibration_images", "check_builtin", "compare", "convert", "cosine",
-    "evaluation_dataset", "export_model", "convert_run", "float_sampler_nodes", "inference_function", "inspect_ops", "load_images",
-    "lower_average_pools", "op_summary", "output_names", "parity_report", "parity_table", "run_dataset",
-    "tflite_predictor", "widen_degenerate_ranges", "write_parity",
+    "evaluation_dataset", "export_model", "convert_run", "float_sampler_nodes", "inference_function",
+    "inspect_ops", "load_images", "lower_average_pools", "op_summary", "output_names", "parity_report",
+    "parity_table", "run_dataset", "tflite_predictor", "widen_degenerate_ranges", "write_parity",
 ]
