@@ -23,7 +23,8 @@ from export.tflite.convert import (FLOAT_OPS_IN_INT8, IO_TYPES, QUANTIZATIONS, c
                                    inference_function, output_names)
 from export.tflite.errors import ExportError
 from export.tflite.exporter import Exported, export_model, convert_run
-from export.tflite.lowering import average_pool_as_depthwise, lower_average_pools
+from export.tflite.lowering import (average_pool_as_depthwise, lower_average_pools, sample_as_matrix_products,
+                                    samplers_as_matrix_products)
 from export.tflite.ops import OpInfo, check_builtin, inspect_ops, op_summary
 from export.tflite.parity import (compare, cosine, evaluation_dataset, parity_report, parity_table,
                                   tflite_predictor, write_parity)
@@ -33,5 +34,5 @@ __all__ = [
     "average_pool_as_depthwise", "calibration_images", "check_builtin", "compare", "convert", "cosine",
     "evaluation_dataset", "export_model", "convert_run", "float_sampler_nodes", "inference_function",
     "inspect_ops", "load_images", "lower_average_pools", "op_summary", "output_names", "parity_report",
-    "parity_table", "run_dataset", "tflite_predictor", "widen_degenerate_ranges", "write_parity",
+    "parity_table", "run_dataset", "sample_as_matrix_products", "samplers_as_matrix_products", "tflite_predictor", "widen_degenerate_ranges", "write_parity",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 
 from export.tflite import calibration
 from export.tflite.errors import ExportError
-from export.tflite.lowering import lower_average_pools
+from export.tflite.lowering import lower_average_pools, samplers_as_matrix_products
 from export.tflite.ops import check_builtin, inspect_ops
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -33,9 +33,9 @@ FLOAT_OPS_IN_INT8 = ("BATCH_MATMUL", "MAXIMUM", "MINIMUM", "RSQRT")
 def float_sampler_nodes(model, ops) -> list[str]:
     """Output tensor names among `ops` (`inspect_ops`) computed inside the model's `AffineRegionSampler`s.
 
-    They stay float32 in int8 models: the sampler's bilinear weights come from
-    pixel coordinates that need sub-pixel precision (int8 would step them by
-    ~0.6 px on an 80-pixel map) and are tiny next to the convolutions.
+    They stay float32 in int8 models: the sampler's bilinear weights
+    (`lowering.sample_as_matrix_products`) come from pixel coordinates that need
+    sub-pixel precision (int8 would step them by ~0.6 px on an 80-pixel map).
     Tensors are named by the trace's name scopes (`hacnn_1/sampler1_1/...`,
     fused ops joined with `;`).
     """
@@ -60,8 +60,9 @@ def inference_function(model, batch_size: int, lower_for_int8: bool = False):
     Outputs in `output_names(model)` order. Freezing here and converting the
     frozen graph is ~3x faster than handing the converter the live model
     (which saves a temporary SavedModel per conversion), and leaves no
-    VAR_HANDLE/READ_VARIABLE ops behind. `lower_for_int8`: the same graph with
-    average pooling as depthwise convolution (`lowering.lower_average_pools`).
+    VAR_HANDLE/READ_VARIABLE ops behind. `lower_for_int8`: the model traced with
+    its region samplers as matrix products (`lowering.samplers_as_matrix_products`)
+    and average pooling as depthwise convolution (`lowering.lower_average_pools`).
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -69,20 +70,22 @@ def inference_function(model, batch_size: int, lower_for_int8: bool = False):
     cache = _FROZEN.setdefault(model, {})
     key = (batch_size, bool(lower_for_int8))
     if key not in cache:
+        h, w = (int(v) for v in model.input_size)
+        names = output_names(model)
+
+        @tf.function(input_signature=[tf.TensorSpec([batch_size, h, w, 3], tf.float32, name="image")])
+        def serve(image):
+            out = model(image, training=False)
+            return tuple(out[k] for k in names)
+
         if lower_for_int8:
+            with samplers_as_matrix_products(model):
+                frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
             try:
-                cache[key] = lower_average_pools(inference_function(model, batch_size))[0]
+                cache[key] = lower_average_pools(frozen)[0]
             except ValueError as e:
                 raise ExportError(f"{getattr(model, 'name', 'model')}: {e}") from None
         else:
-            h, w = (int(v) for v in model.input_size)
-            names = output_names(model)
-
-            @tf.function(input_signature=[tf.TensorSpec([batch_size, h, w, 3], tf.float32, name="image")])
-            def serve(image):
-                out = model(image, training=False)
-                return tuple(out[k] for k in names)
-
             cache[key] = convert_variables_to_constants_v2(serve.get_concrete_function())
     return cache[key]
 

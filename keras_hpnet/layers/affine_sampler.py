@@ -20,18 +20,12 @@ class AffineRegionSampler(keras.layers.Layer):
     `(x, y) = (s_w * u_j + t_x, s_h * v_i + t_y)` with `u, v` spanning [-1, 1]
     (corner-aligned); outside the map counts as zero.
 
-    Separable bilinear sampling as two small matrix products per region,
-    `Wy [Ho, H] @ X @ Wx^T [W, Wo]`, whose rows hold the "hat" weights
-    `max(0, 1 - |k - coord|)` built from the translation with arithmetic only
-    (no floor, cast, compare or gather). Pixel coordinates are a constant grid
-    plus `t * (size - 1) / 2`. Equal to floor/gather bilinear sampling within
-    float rounding, gradients included (tests); differentiable w.r.t. the
-    features and the translations. Samples directly at the output size.
-    Why: on CPU the matrix products and their gradients train faster than
-    gathers and their scatter-add gradients, and every op is one that TFLite's
-    XNNPACK delegate runs in float32 (SUB, MAXIMUM, MINIMUM, MUL, ADD,
-    BATCH_MATMUL, RESHAPE), so the int8 export keeps the sampler in float
-    inside the one delegate partition (docs/edge.md, "Export").
+    Built for TFLite: only FLOOR, CAST, integer ADD/MIN/MAX/compare, GATHER,
+    MUL, SUB, RESHAPE (no crop_and_resize / ImageProjectiveTransform), and
+    int8-safe: pixel coordinates are a constant grid plus
+    `t * (size - 1) / 2`, cast to int32 right after `floor`, with all index math
+    in int32. Differentiable w.r.t. the features and the translations.
+    Samples directly at the output size (no separate resize).
 
     Args:
         output_size: (out_h, out_w).
@@ -71,19 +65,18 @@ class AffineRegionSampler(keras.layers.Layer):
         return super().__call__(inputs, **kwargs)
 
     @staticmethod
-    def _hat_weights(coord, size):
-        """Bilinear weights `max(0, 1 - |coord - k|)` of every pixel k < size: `[..., n, size]`.
-
-        Zero beyond one pixel and for taps outside the map (zero padding).
-        Written as `min(max(0, 1 - e), max(1 + e, 0))` with `e = coord - k` so
-        that, at integer coordinates, TF's tie rules (Minimum/Maximum send the
-        gradient to their first argument) give the derivative from the right,
-        as `floor`-based bilinear sampling does.
-        """
-        e = coord[..., None] - tf.range(size, dtype=coord.dtype)
-        one = tf.ones((), coord.dtype)
-        zero = tf.zeros((), coord.dtype)
-        return tf.minimum(tf.maximum(zero, one - e), tf.maximum(one + e, zero))
+    def _taps(coord, size):
+        """Integer taps, clamped, and their bilinear weights (zero outside the map)."""
+        lo = tf.cast(tf.floor(coord), tf.int32)
+        frac = coord - tf.cast(lo, coord.dtype)
+        hi = lo + 1
+        zero = tf.zeros_like(lo)
+        last = tf.fill(tf.shape(lo), size - 1)
+        valid_lo = tf.cast(tf.logical_and(lo >= zero, lo <= last), coord.dtype)
+        valid_hi = tf.cast(tf.logical_and(hi >= zero, hi <= last), coord.dtype)
+        lo_c = tf.minimum(tf.maximum(lo, zero), last)
+        hi_c = tf.minimum(tf.maximum(hi, zero), last)
+        return lo_c, hi_c, (1.0 - frac) * valid_lo, frac * valid_hi
 
     def call(self, inputs):
         features, translations = inputs
@@ -99,15 +92,24 @@ class AffineRegionSampler(keras.layers.Layer):
         ty = translations[:, :, 1:2]
         px = tf.constant(self._grid_x, coord_dtype)[None, None, :] + tx * ((self._width - 1) / 2.0)   # [N,R,Wo]
         py = tf.constant(self._grid_y, coord_dtype)[None, None, :] + ty * ((self._height - 1) / 2.0)  # [N,R,Ho]
-        wy = tf.cast(self._hat_weights(py, self._height), features.dtype)  # [N, R, Ho, H]
-        wx = tf.cast(self._hat_weights(px, self._width), features.dtype)   # [N, R, Wo, W]
-        # Rows: [N, R*Ho, H] @ [N, H, W*C] -> [N*R, Ho, W, C].
-        rows = tf.matmul(tf.reshape(wy, (-1, num_regions * out_h, self._height)),
-                         tf.reshape(features, (-1, self._height, self._width * channels)))
-        rows = tf.reshape(rows, (-1, out_h, self._width, channels))
-        # Columns, per (sample, region) and output row: [Wo, W] @ [W, C].
-        wx = tf.reshape(wx, (-1, 1, out_w, self._width))
-        return tf.matmul(wx, rows)
+        y0, y1, wy0, wy1 = self._taps(py, self._height)
+        x0, x1, wx0, wx1 = self._taps(px, self._width)
+        wy0, wy1, wx0, wx1 = (tf.cast(w, features.dtype) for w in (wy0, wy1, wx0, wx1))
+        # Rows: gather along H per sample -> [N, R*Ho, W, C].
+        y0 = tf.reshape(y0, (-1, num_regions * out_h))
+        y1 = tf.reshape(y1, (-1, num_regions * out_h))
+        wy0 = tf.reshape(wy0, (-1, num_regions * out_h, 1, 1))
+        wy1 = tf.reshape(wy1, (-1, num_regions * out_h, 1, 1))
+        rows = (tf.gather(features, y0, axis=1, batch_dims=1) * wy0
+                + tf.gather(features, y1, axis=1, batch_dims=1) * wy1)
+        rows = tf.reshape(rows, (-1, out_h, self._width, channels))  # [N*R, Ho, W, C]
+        # Columns: gather along W per (sample, region) -> [N*R, Ho, Wo, C].
+        x0 = tf.reshape(x0, (-1, out_w))
+        x1 = tf.reshape(x1, (-1, out_w))
+        wx0 = tf.reshape(wx0, (-1, 1, out_w, 1))
+        wx1 = tf.reshape(wx1, (-1, 1, out_w, 1))
+        return (tf.gather(rows, x0, axis=2, batch_dims=1) * wx0
+                + tf.gather(rows, x1, axis=2, batch_dims=1) * wx1)
 
     def compute_output_shape(self, input_shape):
         feature_shape, translation_shape = input_shape
