@@ -3,6 +3,7 @@
     python benchmarks/bench_edge.py                       # hacnn, hatcnn, mnet, hpnet (untrained)
     python benchmarks/bench_edge.py --models hacnn --threads 2
     python benchmarks/bench_edge.py --run_dir runs/hacnn  # a trained run (its own calibration images)
+    python benchmarks/bench_edge.py --models hacnn --reference "python benchmarks/reference_torch_hacnn.py"
 
 Targets (issue 6): int8 latency <= 1/3 of the SavedModel's, int8 size <= float / 3.5.
 The formats are timed in turns (10 rounds, round-robin) so that the load of a
@@ -10,6 +11,10 @@ shared machine hits all of them alike: compare the ratios, not absolute times.
 Column `kernels`: `xnn D/N pK` = D of the N TFLite ops run by XNNPACK in K
 partitions (edge.runtime.delegation); `builtin` = XNNPACK refused the model and
 LiteRT's reference kernels run it.
+`--reference COMMAND`: any command printing a line `p50_ms=<number>` (e.g.
+torchreid's HA-CNN in PyTorch, `reference_torch_hacnn.py`; benchmarks/README.md)
+runs `--reference_runs` times between the rounds of each model's timing, and
+the table gains its median and the ratios reference / format.
 """
 
 from __future__ import annotations
@@ -25,23 +30,31 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.reference import ReferenceCommandError, run_reference  # noqa: E402
 from keras_hpnet.cpu import describe  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _interleaved(fns: dict, runs: int, warmup: int, rounds: int = 10) -> dict:
-    """p50/p90 ms of each callable, measured in turns (round-robin) so load changes hit all alike."""
+def _interleaved(fns: dict, runs: int, warmup: int, rounds: int = 10, between=None, between_count: int = 0) -> dict:
+    """p50/p90 ms of each callable, measured in turns (round-robin) so load changes hit all alike.
+
+    `between` (untimed here) is called `between_count` times, spread evenly
+    after the rounds: the reference command alternated with the formats.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     per_round = max(1, runs // rounds)
+    after = np.linspace(0, rounds - 1, between_count).round().astype(int).tolist() if between_count else []
     times = {k: [] for k in fns}
-    for _ in range(rounds):
+    for r in range(rounds):
         for k, fn in fns.items():
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 fn()
                 times[k].append(time.perf_counter() - t0)
+        for _ in range(after.count(r)):
+            between()
     return {k: tuple(np.percentile(np.array(v) * 1e3, [50, 90])) for k, v in times.items()}
 
 
@@ -50,7 +63,7 @@ def _dir_size(path):
 
 
 def bench_model(name, model, metadata, calib, args, work):
-    """Rows (format, size bytes, p50 ms, p90 ms, kernels) for one model."""
+    """Rows (format, size bytes, p50 ms, p90 ms, kernels) for one model, and the reference command's p50s."""
     import tensorflow as tf
 
     from edge.runtime import delegation, make_interpreter
@@ -88,8 +101,20 @@ def bench_model(name, model, metadata, calib, args, work):
         it.set_tensor(det["index"], x.astype(det["dtype"]))
         fmt = f"tflite {q}"
         fns[fmt], sizes[fmt], kernels[fmt] = it.invoke, os.path.getsize(path), kern
-    timed = _interleaved(fns, args.runs, args.warmup)
-    return [(fmt, sizes[fmt], timed[fmt][0], timed[fmt][1], kernels[fmt]) for fmt in fns]
+    reference = []
+    timed = _interleaved(fns, args.runs, args.warmup, between=lambda: reference.append(run_reference(args.reference)),
+                         between_count=args.reference_runs if args.reference else 0)
+    return [(fmt, sizes[fmt], timed[fmt][0], timed[fmt][1], kernels[fmt]) for fmt in fns], reference
+
+
+def reference_lines(name: str, command: str, p50s: list[float], rows) -> list[str]:
+    """The reference's median p50 and the ratio reference / format for each timed format."""
+    ref = float(np.median(p50s))
+    runs = ", ".join(f"{v:.2f}" for v in p50s)
+    lines = [f"{name:<8} reference: p50 {ref:.2f} ms (median of {len(p50s)} run(s): {runs}) from: {command}"]
+    ratios = ", ".join(f"{fmt} {ref / p50:.1f}x" for fmt, _, p50, _, _ in rows)
+    lines.append(f"{name:<8} reference p50 / ours (higher = ours faster): {ratios}")
+    return lines
 
 
 def main(argv=None):
@@ -100,7 +125,19 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=100, help="timed runs per format (in 10 interleaved rounds)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--num_calibration", type=int, default=32)
+    p.add_argument("--reference", default=None, metavar="COMMAND",
+                   help="a shell command printing a line p50_ms=<number>, run between the timing rounds "
+                        "(e.g. \"python benchmarks/reference_torch_hacnn.py --threads 2\")")
+    p.add_argument("--reference_runs", type=int, default=3, help="runs of the reference command per model")
     args = p.parse_args(argv)
+    if args.reference is not None and (not args.reference.strip() or args.reference_runs < 1):
+        p.error("--reference needs a command and --reference_runs >= 1")
+    if args.reference:  # fails fast, before the conversions
+        try:
+            print(f"reference check run (not counted): p50 {run_reference(args.reference):.2f} ms", flush=True)
+        except ReferenceCommandError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
 
     from export import tflite
     from keras_hpnet.metadata import ModelMetadata
@@ -129,9 +166,15 @@ def main(argv=None):
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         print(f"{'model':<8} {'format':<20} {'size MB':>8} {'p50 ms':>8} {'p90 ms':>8}  kernels")
         for name, model, md, calib in jobs:
-            rows = bench_model(name, model, md, calib, args, work)
+            try:
+                rows, reference = bench_model(name, model, md, calib, args, work)
+            except ReferenceCommandError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
             for fmt, size, p50, p90, kern in rows:
                 print(f"{name:<8} {fmt:<20} {size / 1e6:>8.2f} {p50:>8.2f} {p90:>8.2f}  {kern}", flush=True)
+            if reference:
+                print("\n".join(reference_lines(name, args.reference, reference, rows)), flush=True)
             by = {r[0]: r for r in rows}
             sm, f32, i8 = by["savedmodel"], by["tflite float32"], by["tflite int8"]
             print(f"{name:<8} targets: int8 latency / SavedModel = {i8[2] / sm[2]:.2f} (<= 0.33 "
@@ -140,7 +183,8 @@ def main(argv=None):
                   flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

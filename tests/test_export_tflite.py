@@ -84,6 +84,17 @@ def test_every_quantization_converts_builtin_only(exported, name):
     # cosine check above guards their int8 output either way.)
     if name in ("hacnn", "hatcnn"):
         assert int8.constant_activations
+        # The region sampler is two matrix products in float32 (coordinates need sub-pixel precision;
+        # XNNPACK has no int8 BATCH_MATMUL): XNNPACK takes the whole int8 graph in one partition, only
+        # the uint8 <-> int8 QUANTIZE of the model's input and outputs stay on builtin kernels.
+        names = {o.name for o in int8.ops}
+        assert not {"GATHER", "CAST", "FLOOR", "LOGICAL_AND"} & names, names
+        matmuls = [o for o in int8.ops if o.name == "BATCH_MATMUL"]
+        assert len(matmuls) == 6 and all(o.float_compute for o in matmuls)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            placed = delegation(EdgeModel(int8.path, num_threads=1).interpreter)
+        assert placed["partitions"] == 1 and set(placed["builtin"]) <= {"QUANTIZE"}, placed
     assert all(not e.constant_activations for q, e in files.items() if q != "int8")
     # Average pooling is lowered to a depthwise convolution (XNNPACK has no int8 AVERAGE_POOL_2D).
     assert "AVERAGE_POOL_2D" not in {o.name for o in int8.ops}
@@ -283,3 +294,54 @@ def test_cli_errors(tmp_path, capsys):
         tflite.convert_run(str(tmp_path / "missing"), ["int8"])
     with pytest.raises(tflite.ExportError, match="quantization 'int3'"):
         tflite.convert_run(str(tmp_path), ["int3"])
+
+
+@pytest.mark.parametrize("trans", [np.random.default_rng(5).uniform(-1.3, 1.3, size=(2, 4, 2)), np.zeros((2, 4, 2)),
+                                   np.tile([[[2.0 / 7.0, 4.0 / 19.0]]], (2, 4, 1))])  # exactly 1 px in x, 2 in y
+def test_sampler_as_matrix_products_equals_the_layer(trans):
+    """The int8 export's sampler (matrix products, no gathers): values and gradients of the layer's
+    floor/gather sampling, also at integer pixel coordinates (both take the derivative from the right)."""
+    import tensorflow as tf
+
+    from keras_hpnet.layers import AffineRegionSampler
+
+    rng = np.random.default_rng(6)
+    feats = tf.constant(rng.normal(size=(2, 20, 8, 3)), tf.float32)
+    proj = tf.constant(rng.normal(size=(8, 6, 7, 3)), tf.float32)
+    trans = tf.constant(trans, tf.float32)
+    sampler = AffineRegionSampler((6, 7), (1.0, 0.25))
+    sampler([feats, trans])
+    results = []
+    for fn in (lambda f, t: sampler([f, t]), lambda f, t: tflite.sample_as_matrix_products(sampler, f, t)):
+        with tf.GradientTape() as tape:
+            tape.watch([feats, trans])
+            out = fn(feats, trans)
+            loss = tf.reduce_sum(out * proj)
+        results.append([out] + tape.gradient(loss, [feats, trans]))
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-5)
+    assert np.abs(np.asarray(results[0][2])).max() > 1e-3  # the translations do get a gradient
+
+
+def test_int8_trace_has_matrix_samplers_and_the_model_outputs():
+    """The traced int8 graph: no gathers, the model's float outputs (fixed weights, regions moving with
+    the image); the layer instances are restored afterwards."""
+    import keras
+    import tensorflow as tf
+
+    from keras_hpnet import build_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model("hacnn", num_classes=5, channels=(16, 24, 32), feature_dim=16)
+    x = np.random.default_rng(6).uniform(0, 255, (1, 160, 64, 3)).astype("float32")
+    model(x)
+    rng = np.random.default_rng(7)
+    for block in model.ha_blocks:
+        block.hard.fc.kernel.assign(rng.normal(scale=0.5, size=block.hard.fc.kernel.shape))
+    fn = tflite.inference_function(model, 1, lower_for_int8=True)
+    types = {op.type for op in fn.graph.get_operations()}
+    assert "BatchMatMulV2" in types and not {"GatherV2", "Floor", "ResourceGather"} & types, types
+    assert all("call" not in vars(s) for s in model.samplers)
+    assert np.std(model.attention_maps(x)["translations_level1"]) > 0.1
+    got = fn(tf.constant(x))[0].numpy()
+    np.testing.assert_allclose(got, model(x, training=False)["embedding"].numpy(), atol=1e-5)

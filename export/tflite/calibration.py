@@ -44,11 +44,17 @@ def widen_degenerate_ranges(calibrated: bytes) -> tuple[bytes, list[str]]:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), changed
 
 
-def quantize_calibrated(calibrated: bytes, io_dtype) -> bytes:
-    """Full-integer quantization of a calibrated model, as TFLiteConverter does it after calibration."""
+def quantize_calibrated(calibrated: bytes, io_dtype, float_ops=(), float_nodes=()) -> bytes:
+    """Full-integer quantization of a calibrated model, as TFLiteConverter does it after calibration.
+
+    `float_ops` (TFLite op names) and `float_nodes` (op output tensor names of
+    `calibrated`) stay float32, with QUANTIZE/DEQUANTIZE around them.
+    """
     from tensorflow.lite.python import convert as tfl_convert
 
-    quantized = tfl_convert.mlir_quantize(calibrated, False, input_data_type=io_dtype, output_data_type=io_dtype)
+    quantized = tfl_convert.mlir_quantize(calibrated, False, input_data_type=io_dtype, output_data_type=io_dtype,
+                                          denylisted_ops=list(float_ops) or None,
+                                          denylisted_nodes=list(float_nodes) or None)
     return tfl_convert.deduplicate_readonly_buffers(quantized)
 
 

@@ -15,13 +15,38 @@ import numpy as np
 
 from export.tflite import calibration
 from export.tflite.errors import ExportError
-from export.tflite.lowering import lower_average_pools
+from export.tflite.lowering import lower_average_pools, samplers_as_matrix_products
 from export.tflite.ops import check_builtin, inspect_ops
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
 
 _FROZEN = weakref.WeakKeyDictionary()
+
+# In full-int8 models these stay float32: LiteRT's XNNPACK delegate has no int8
+# kernel for them but a float one, so keeping them float (with QUANTIZE /
+# DEQUANTIZE around them, which XNNPACK also runs) leaves the whole graph to
+# the delegate instead of splitting it around builtin kernels.
+FLOAT_OPS_IN_INT8 = ("BATCH_MATMUL", "MAXIMUM", "MINIMUM", "RSQRT")
+
+
+def float_sampler_nodes(model, ops) -> list[str]:
+    """Output tensor names among `ops` (`inspect_ops`) computed inside the model's `AffineRegionSampler`s.
+
+    They stay float32 in int8 models: the sampler's bilinear weights
+    (`lowering.sample_as_matrix_products`) come from pixel coordinates that need
+    sub-pixel precision (int8 would step them by ~0.6 px on an 80-pixel map).
+    Tensors are named by the trace's name scopes (`hacnn_1/sampler1_1/...`,
+    fused ops joined with `;`).
+    """
+    from keras_hpnet.layers import AffineRegionSampler
+
+    flatten = getattr(model, "_flatten_layers", None)  # Keras layers; other callables have none
+    samplers = {l.name for l in flatten() if isinstance(l, AffineRegionSampler)} if flatten else set()
+    if not samplers:
+        return []
+    scope = re.compile(r"(^|/)(" + "|".join(re.escape(n) for n in sorted(samplers)) + r")(_\d+)?/")
+    return [n for o in ops for n in o.output_names if any(scope.search(part) for part in n.split(";"))]
 
 
 def output_names(model) -> list[str]:
@@ -35,8 +60,9 @@ def inference_function(model, batch_size: int, lower_for_int8: bool = False):
     Outputs in `output_names(model)` order. Freezing here and converting the
     frozen graph is ~3x faster than handing the converter the live model
     (which saves a temporary SavedModel per conversion), and leaves no
-    VAR_HANDLE/READ_VARIABLE ops behind. `lower_for_int8`: the same graph with
-    average pooling as depthwise convolution (`lowering.lower_average_pools`).
+    VAR_HANDLE/READ_VARIABLE ops behind. `lower_for_int8`: the model traced with
+    its region samplers as matrix products (`lowering.samplers_as_matrix_products`)
+    and average pooling as depthwise convolution (`lowering.lower_average_pools`).
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -44,20 +70,22 @@ def inference_function(model, batch_size: int, lower_for_int8: bool = False):
     cache = _FROZEN.setdefault(model, {})
     key = (batch_size, bool(lower_for_int8))
     if key not in cache:
+        h, w = (int(v) for v in model.input_size)
+        names = output_names(model)
+
+        @tf.function(input_signature=[tf.TensorSpec([batch_size, h, w, 3], tf.float32, name="image")])
+        def serve(image):
+            out = model(image, training=False)
+            return tuple(out[k] for k in names)
+
         if lower_for_int8:
+            with samplers_as_matrix_products(model):
+                frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
             try:
-                cache[key] = lower_average_pools(inference_function(model, batch_size))[0]
+                cache[key] = lower_average_pools(frozen)[0]
             except ValueError as e:
                 raise ExportError(f"{getattr(model, 'name', 'model')}: {e}") from None
         else:
-            h, w = (int(v) for v in model.input_size)
-            names = output_names(model)
-
-            @tf.function(input_signature=[tf.TensorSpec([batch_size, h, w, 3], tf.float32, name="image")])
-            def serve(image):
-                out = model(image, training=False)
-                return tuple(out[k] for k in names)
-
             cache[key] = convert_variables_to_constants_v2(serve.get_concrete_function())
     return cache[key]
 
@@ -130,7 +158,8 @@ def convert(model, quantization: str, *, io_type: str = "float32", representativ
             calibrated, constant = calibration.widen_degenerate_ranges(converter.convert())
             if report is not None:
                 report["constant_activations"] = constant
-            flatbuffer = calibration.quantize_calibrated(calibrated, getattr(tf, io_type))
+            flatbuffer = calibration.quantize_calibrated(
+                calibrated, getattr(tf, io_type), FLOAT_OPS_IN_INT8, float_sampler_nodes(model, inspect_ops(calibrated)))
         else:
             flatbuffer = converter.convert()
     except Exception as e:  # ConverterError and friends; name the ops when we can

@@ -1,4 +1,4 @@
-"""int8 lowering of average pooling for XNNPACK, as a rewrite of the frozen graph.
+"""int8 lowerings for XNNPACK: average pooling (a rewrite of the frozen graph) and the region sampler.
 
 LiteRT's XNNPACK delegate has no int8 AVERAGE_POOL_2D: in a full-int8 model
 each one runs on LiteRT's builtin kernel (~0.4 ms each at HA-CNN sizes) and
@@ -6,9 +6,14 @@ splits the XNNPACK graph. `lower_average_pools` replaces every `AvgPool` node
 of a frozen inference function by `average_pool_as_depthwise`, equal in float.
 The Keras model, its layers and their classes are untouched: the rewrite works
 on a copy of the traced graph (docs/edge.md, "Export").
+`samplers_as_matrix_products` traces HA-CNN's region sampler without
+FLOOR/CAST/GATHER (XNNPACK has no int32 compare/gather), as matrix products.
 """
 
 from __future__ import annotations
+
+import contextlib
+import functools
 
 import numpy as np
 
@@ -129,3 +134,60 @@ def lower_average_pools(frozen):
     wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
     lookup = wrapped.graph.as_graph_element
     return wrapped.prune([lookup(t.name) for t in frozen.inputs], [lookup(t.name) for t in frozen.outputs]), count
+
+
+def _hat_weights(coord, size):
+    """Bilinear weights `max(0, 1 - |coord - k|)` of every pixel k < size: `[..., n, size]` (zero outside the map).
+
+    Written as `min(max(0, 1 - e), max(1 + e, 0))`, `e = coord - k`: at integer
+    coordinates TF's tie rules give the derivative from the right, as floor-based sampling.
+    """
+    import tensorflow as tf
+
+    e = coord[..., None] - tf.range(size, dtype=coord.dtype)
+    one, zero = tf.ones((), coord.dtype), tf.zeros((), coord.dtype)
+    return tf.minimum(tf.maximum(zero, one - e), tf.maximum(one + e, zero))
+
+
+def sample_as_matrix_products(sampler, features, translations):
+    """`AffineRegionSampler` output as two interpolation-matrix products per region (float32).
+
+    `Wy [Ho, H] @ X @ Wx^T [W, Wo]` with hat weights built from the translation
+    by SUB/MINIMUM/MAXIMUM: no FLOOR/CAST/compare/GATHER, so XNNPACK runs all of
+    it (BATCH_MATMUL in float32; `convert` keeps these ops float in int8 models).
+    Equal to the layer's floor/gather sampling within float rounding.
+    """
+    import tensorflow as tf
+
+    features = tf.cast(features, tf.float32)
+    translations = tf.cast(translations, tf.float32)
+    out_h, out_w = sampler.output_size
+    height, width = sampler._height, sampler._width
+    num_regions, channels = translations.shape[1], features.shape[-1]
+    px = tf.constant(sampler._grid_x, tf.float32)[None, None, :] + translations[:, :, 0:1] * ((width - 1) / 2.0)
+    py = tf.constant(sampler._grid_y, tf.float32)[None, None, :] + translations[:, :, 1:2] * ((height - 1) / 2.0)
+    rows = tf.matmul(tf.reshape(_hat_weights(py, height), (-1, num_regions * out_h, height)),
+                     tf.reshape(features, (-1, height, width * channels)))       # [N, R*Ho, W*C]
+    rows = tf.reshape(rows, (-1, out_h, width, channels))                           # [N*R, Ho, W, C]
+    wx = tf.reshape(_hat_weights(px, width), (-1, 1, out_w, width))                 # [N*R, 1, Wo, W]
+    return tf.matmul(wx, rows)
+
+
+@contextlib.contextmanager
+def samplers_as_matrix_products(model):
+    """While tracing: every `AffineRegionSampler` of `model` computes `sample_as_matrix_products`.
+
+    Set on the layer instances and removed afterwards: the Keras classes and
+    the model's own calls are untouched.
+    """
+    from keras_hpnet.layers import AffineRegionSampler
+
+    flatten = getattr(model, "_flatten_layers", None)  # Keras layers; other callables have none
+    samplers = [l for l in flatten() if isinstance(l, AffineRegionSampler)] if flatten else []
+    for s in samplers:
+        s.call = functools.partial(lambda layer, inputs: sample_as_matrix_products(layer, *inputs), s)
+    try:
+        yield samplers
+    finally:
+        for s in samplers:
+            del s.call

@@ -18,6 +18,7 @@ class OpInfo:
     float_compute: bool  # reads or writes float32 activations (not QUANTIZE/DEQUANTIZE)
     input_types: list[str]
     output_types: list[str]
+    output_names: list[str] = dataclasses.field(default_factory=list)  # tensor names (the converter's op locations)
 
 
 def inspect_ops(flatbuffer: bytes) -> list[OpInfo]:
@@ -55,7 +56,8 @@ def inspect_ops(flatbuffer: bytes) -> list[OpInfo]:
         out_types = [kind(t) for t in outs]
         act = [kind(t) for t in ins if not is_const(t)] + out_types
         is_float = name not in _BOUNDARY_OPS and "FLOAT32" in act
-        out.append(OpInfo(i, name, builtin, is_float, in_types, out_types))
+        names = [graph.Tensors(t).Name().decode() for t in outs]
+        out.append(OpInfo(i, name, builtin, is_float, in_types, out_types, names))
     return out
 
 
