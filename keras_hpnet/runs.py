@@ -44,6 +44,9 @@ SCHEMA_VERSION = 2
 # write, how often to checkpoint, when to stop, what to run afterwards).
 SCHEDULE_KEYS = ("epochs", "batch_size", "steps_per_epoch", "lr", "optimizer", "momentum", "weight_decay",
                  "lr_schedule", "lr_milestones", "lr_decay", "warmup_epochs", "stagewise", "stage_epochs", "strategy_replicas")
+# Fields added to config.json after schema 2, with the value a run written
+# before them trained with: a resume of such a run compares against these.
+ADDED_FIELD_DEFAULTS = {"lr_schedule": "multistep"}
 OBJECTIVE_KEYS = ("label_smoothing", "triplet_weight", "triplet_margin", "pk", "attribute_weight",
                   "attribute_weighting",
                   "seq_len", "temporal_pooling")  # video runs only (training.fit leaves them out of image runs)
@@ -190,9 +193,11 @@ class RunPlan:
         """(field, recorded value, this value) for each resume field that differs.
 
         A field `recorded` does not have (a config.json of an older
-        keras-hpnet) is not compared; option groups are compared whole.
+        keras-hpnet) is not compared, or compared with the value it trained
+        with (`ADDED_FIELD_DEFAULTS`); option groups are compared whole.
         """
         mine, theirs = self.resume_fields(), recorded.resume_fields()
+        theirs = {**{k: v for k, v in ADDED_FIELD_DEFAULTS.items() if k in mine}, **theirs}
         old = recorded.schema_version < SCHEMA_VERSION
         diffs = []
         for key in sorted(set(mine) | set(theirs)):

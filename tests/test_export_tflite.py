@@ -345,3 +345,23 @@ def test_int8_trace_has_matrix_samplers_and_the_model_outputs():
     assert np.std(model.attention_maps(x)["translations_level1"]) > 0.1
     got = fn(tf.constant(x))[0].numpy()
     np.testing.assert_allclose(got, model(x, training=False)["embedding"].numpy(), atol=1e-5)
+
+
+def test_calibration_images_of_a_video_run_are_its_frames(tmp_path, monkeypatch):
+    """A video run's training split holds tracklets: calibration reads their frames."""
+    from PIL import Image
+
+    from export.tflite import calibration
+    from keras_hpnet.datasets import PedestrianDataset, Tracklet
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(5):
+        p = str(tmp_path / f"f{i}.png")
+        Image.fromarray(rng.integers(0, 256, (20, 10, 3), dtype=np.uint8)).save(p)
+        frames.append(p)
+    train = [Tracklet(tuple(frames[:3]), 0, 0), Tracklet(tuple(frames[3:]), 1, 1)]
+    ds = PedestrianDataset("fake_video", {"train": train, "query": train[:1], "gallery": train[1:]}, kind="video")
+    monkeypatch.setattr(calibration, "run_dataset", lambda config: ds)
+    images = calibration.calibration_images({"dataset": "fake_video"}, (8, 4), num=10)
+    assert images.shape == (5, 8, 4, 3) and images.dtype == np.uint8

@@ -153,6 +153,16 @@ def test_plan_round_trip_and_old_files():
     assert [k for k, *_ in _plan(seed=4).differences(read)] == ["seed"]
 
 
+def test_resume_of_a_run_written_before_lr_schedule():
+    """A schema-2 config.json without lr_schedule trained with the multi-step schedule."""
+    schedule = {"epochs": 4, "batch_size": 16, "lr": 0.05, "lr_milestones": [0.5, 0.75]}
+    before = runs.RunPlan.from_dict(json.loads(_plan(schedule=schedule).to_json()))
+    assert "lr_schedule" not in before.options("schedule")
+    assert _plan(schedule=dict(schedule, lr_schedule="multistep")).differences(before) == []
+    assert _plan(schedule=dict(schedule, lr_schedule="cosine")).differences(before) == [
+        ("lr_schedule", "multistep", "cosine")]
+
+
 @pytest.mark.parametrize("change, match", [
     ({"schema_version": 99}, "schema_version 99 is newer"),
     ({"schema_version": "2"}, "field 'schema_version' must be an integer"),

@@ -101,7 +101,8 @@ def calibration_images(config: dict, input_size, num: int, seed: int = 0, images
         source = images_dir
     else:
         ds = run_dataset(config)
-        paths = [r.path for r in ds.train]
+        # An image record has one path; a tracklet (video runs) its frames, each a calibration image.
+        paths = [p for r in ds.train for p in (getattr(r, "frames", None) or (r.path,))]
         source = f"{config.get('dataset')} train split"
     if not paths:
         raise ExportError(f"no calibration images found in {source}")
