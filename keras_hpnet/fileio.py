@@ -1,4 +1,4 @@
-"""Atomic file writes: readers see the old file or the new one, never half of it.
+"""Atomic file and folder writes: readers see the old one or the new one, never half of it.
 
 Standard library only (the edge runtime uses it too).
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 
 
@@ -57,3 +58,28 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def atomic_folder(final: str, build, *, marker: str, what: str) -> str:
+    """Run `build(tmp_dir)` (which writes the file `marker` last) and rename the
+    finished folder to `final`, unless `final` already holds `marker`: a killed
+    run never leaves a folder that is later trusted (the generated datasets,
+    the CUHK03 extraction cache). `what` names the folder in errors."""
+    if os.path.isfile(os.path.join(final, marker)):
+        return final
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    if os.path.isdir(final):  # not ours / unfinished by another tool: never trusted, never deleted
+        raise FileExistsError(f"{final} exists but has no {marker}: not a finished {what}; remove it")
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(final) + "-")
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not os.path.isfile(os.path.join(final, marker)):  # lost a race to a finished copy? else re-raise
+                raise
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -185,7 +185,7 @@ def extraction_folder(mat_path: str, variant: str, cache_dir: str | None) -> str
 def cached_images(mat_path: str, variant: str, cache_dir: str | None) -> tuple:
     """(folder, extraction counts): the cache folder, extracted on first use (atomically:
     a temporary folder renamed into place once its marker is written)."""
-    from keras_hpnet.datasets.synthetic.cache import atomic_generate
+    from keras_hpnet.fileio import atomic_folder
 
     final = extraction_folder(mat_path, variant, cache_dir)
 
@@ -195,7 +195,7 @@ def cached_images(mat_path: str, variant: str, cache_dir: str | None) -> tuple:
             json.dump({"source": os.path.abspath(mat_path), "variant": variant, **counts}, f, indent=1)
 
     try:
-        atomic_generate(final, build, marker=MARKER, what="CUHK03 extraction")
+        atomic_folder(final, build, marker=MARKER, what="CUHK03 extraction")
     except FileExistsError as e:
         raise DatasetError(str(e)) from None
     with open(os.path.join(final, MARKER)) as f:

@@ -12,10 +12,9 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 from keras_hpnet.datasets.synthetic.render import VERSION
+from keras_hpnet.fileio import atomic_folder
 
 MARKER = "synthetic.json"
 
@@ -44,24 +43,6 @@ def write_marker(folder: str, variant: str, cfg, images: int):
         json.dump({"variant": variant, "version": VERSION, "images": images, **dataclasses.asdict(cfg)}, f, indent=1)
 
 
-def atomic_generate(final: str, build, marker: str = MARKER, what: str = "synthetic dataset") -> str:
-    """Run `build(tmp_dir)` (which writes `marker` last) and rename the finished
-    folder to `final` (if absent); also the CUHK03 extraction cache's rule."""
-    if os.path.isfile(os.path.join(final, marker)):
-        return final
-    parent = os.path.dirname(os.path.abspath(final))
-    os.makedirs(parent, exist_ok=True)
-    if os.path.isdir(final):  # not ours / unfinished by another tool: never trusted, never deleted
-        raise FileExistsError(f"{final} exists but has no {marker}: not a finished {what}; remove it")
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(final) + "-")
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not os.path.isfile(os.path.join(final, marker)):  # lost a race to a finished copy? else re-raise
-                raise
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+def atomic_generate(final: str, build) -> str:
+    """A generated dataset folder, made by `build(tmp_dir)` (keras_hpnet.fileio.atomic_folder)."""
+    return atomic_folder(final, build, marker=MARKER, what="synthetic dataset")
