@@ -198,7 +198,8 @@ def test_v1_options_partition_all_and_names(v1_root):
         datasets.load("rap", root, partition=5)
     with pytest.raises(ValueError, match="unknown or repeated names.*Female"):
         datasets.load("rap", root, attributes=["Female"])
-    assert datasets.reader_options("rap") == {"version": "auto", "partition": 0, "attributes": "standard"}
+    assert datasets.reader_options("rap") == {"version": "auto", "partition": 0, "attributes": "standard",
+                                              "merge_val": False}
 
 
 def test_v1_selected_attribute_when_present(tmp_path):
@@ -230,6 +231,9 @@ def test_v2_selected_attributes_splits_and_identities(v2_root):
     assert ds.info["reid_partition"] == {"train_identity": 3, "test_identity": 4}
     with pytest.raises(DatasetError, match=r"RAP_annotation lacks the RAP v1 fields \[.imagesname"):
         datasets.load("rap", root, version="v1")  # v2 file read as v1: lacks v1 fields
+    merged = load(root, merge_val=True)  # train + val, as many PAR papers train
+    assert [r.path for r in merged.train] == [r.path for r in ds.train + ds.val] and merged.val == []
+    assert [r.path for r in merged.test] == [r.path for r in ds.test] and merged.info["merge_val"]
 
 
 def test_release_folder_found_one_level_down_and_from_the_annotation_folder(tmp_path):

@@ -197,8 +197,11 @@ def code_labels(values: np.ndarray, rows, names: list, image_names: list, skips:
     return coded
 
 
-def load_rap(root, *, version="auto", partition=0, attributes="standard"):
-    """Load RAP v1 or v2 from `root` (see the module docstring for layout, fields and options)."""
+def load_rap(root, *, version="auto", partition=0, attributes="standard", merge_val=False):
+    """Load RAP v1 or v2 from `root` (see the module docstring for layout, fields and options).
+
+    `merge_val=True` trains on train + val (v2; what many PAR papers report), leaving val empty.
+    """
     ann, release = find_annotation(root)
     version, struct = read_struct(ann, version)
     names_field, label_field, attr_field, _, _ = FIELDS[version]
@@ -241,10 +244,12 @@ def load_rap(root, *, version="auto", partition=0, attributes="standard"):
         return Record(os.path.join(folder, image_names[i]), int(pids[i]) if pids is not None else -1,
                       int(cam.group(1)) - 1 if cam else -1, coded[i])
 
+    if merge_val:
+        kept["train"], kept["val"] = kept["train"] + kept.get("val", []), []
     splits = {split: [record(i) for i in idx] for split, idx in kept.items()}
     counts = skips.warn()
     cams = [r.camid for recs in splits.values() for r in recs if r.camid >= 0]
-    info = {"version": version, "partition": partition, "annotation_file": ann, "image_dir": folder,
+    info = {"version": version, "partition": partition, "merge_val": bool(merge_val), "annotation_file": ann, "image_dir": folder,
             "unknown_attribute_entries": unknown, "skipped": counts,
             "num_identities": int(len(set(pids[used].tolist()) - {-1})) if pids is not None else 0}
     if version == "v2" and "partition_reid" in struct._fieldnames:
