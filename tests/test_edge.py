@@ -349,7 +349,8 @@ def test_tracklet_pooling_on_the_edge_is_the_video_models(tmp_path):
         IdentityAssigner(gallery, threshold=1.0, metadata=md)
 
 
-def test_stream_matches_tracklets(models, crops, tmp_path):
+def test_stream_matches_tracklets(models, crops, tmp_path, capsys):
+    from edge.cli import main
     from edge.stream import group_tracklets, process_tracklets
 
     paths, _, _ = models
@@ -357,12 +358,10 @@ def test_stream_matches_tracklets(models, crops, tmp_path):
     threshold = _separating_threshold(model, crops)
     watch = tmp_path / "incoming"
     watch.mkdir()
-    n = 0
     for track, person in (("t1", 0), ("t2", 1), ("t3", 0)):  # person 0 comes back as a new track
         for k in range(3):
             src = crops / "gallery" / f"person{person}" / f"{k}.png"
-            (watch / f"{n:03d}_{track}_{k:04d}.png").write_bytes(src.read_bytes())
-            n += 1
+            (watch / f"cam1_{track}_{k:04d}.png").write_bytes(src.read_bytes())
     assigner = IdentityAssigner(Gallery(embeddings=[], identities=[], attribute_names=model.attribute_names),
                                 threshold=threshold)
     groups = group_tracklets(watch_folder(str(watch), poll_seconds=0.01, idle_timeout=0),
@@ -373,6 +372,14 @@ def test_stream_matches_tracklets(models, crops, tmp_path):
     emb = model.run(np.stack([preprocess.prepare(preprocess.load_image(str(p)), *model.input_size)
                               for p in sorted(watch.iterdir())[:3]]))["embedding"]
     np.testing.assert_allclose(assigner.gallery.embeddings[0], emb.mean(0), rtol=1e-5, atol=1e-6)
+    # the CLI, with the default track rule (file name without its frame number)
+    capsys.readouterr()
+    assert main(["stream", "--model", paths["int8"], "--watch", str(watch), "--tracklets", "--idle_timeout", "0",
+                 "--threshold", str(threshold)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == ["cam1_t1", "cam1_t2", "cam1_t3"]
+    assert "NEW new-0001" in lines[0] and "NEW new-0002" in lines[1] and "new-0001 (distance" in lines[2]
+    assert "NEW" not in lines[2] and lines[3].startswith("3 tracklets, 2 new identities")
 
 
 def test_video_run_exports_its_frame_model_and_pooling_rule(tmp_path):
