@@ -234,3 +234,15 @@ def test_mirrored_two_replicas_match_keras():
         assert r["count"][0] == r["count"][1], (name, r)
         assert r["replica_diff"] == 0.0, (name, r)
         assert r["keras_vs_fused"] < 1e-5, (name, r)
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", optimizers.SGD), ("adam", optimizers.AdamW)])
+def test_make_optimizer_uses_the_fused_classes(name, cls):
+    from training import fit
+    from training.config import resolve_config
+
+    cfg = resolve_config({"model": "tiny", "optimizer": name, "weight_decay": 5e-4, "momentum": 0.9})
+    opt = fit.make_optimizer(cfg, steps_per_epoch=10)
+    assert type(opt) is cls and opt.weight_decay == 5e-4
+    if name == "sgd":
+        assert opt.momentum == 0.9

@@ -210,9 +210,9 @@ def make_stages(cfg: TrainConfig):
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, stages=None):
     """The optimizer with the run's LR schedule; with `stages` the schedule
-    restarts at every stage (each one trains new parts: its own warm-up and decay)."""
-    import keras
-
+    restarts at every stage (each one trains new parts: its own warm-up and decay).
+    Keras' AdamW / SGD maths with a fused per-variable update (training.optimizers)."""
+    from training import optimizers
     from training.schedule import make_schedule
 
     def schedule_of(epochs):
@@ -227,8 +227,8 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, stages=None):
     else:
         schedule = schedule_of(cfg.epochs)
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None)
-    return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay or None)
+        return optimizers.SGD(schedule, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None)
+    return optimizers.AdamW(schedule, weight_decay=cfg.weight_decay or None)
 
 
 def make_loss_fn(cfg: TrainConfig, num_classes: int, num_attributes: int, positive_ratio=None,

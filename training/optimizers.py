@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras.src.utils.naming import auto_name
 
 FUSED_DTYPES = (tf.float32, tf.float64)
 
@@ -41,9 +40,12 @@ def _tf_variable(variable):
 
 class _FusedUpdate:
     """Mixin over a Keras optimizer: folds the decoupled weight decay into
-    ``update_step`` and runs ``_fused_update`` there when :meth:`_can_fuse`."""
+    ``update_step`` and runs ``_fused_update`` there when :meth:`_can_fuse`.
+    The subclasses keep the Keras class names, so the default optimizer name
+    (``adam_w``, ``sgd``; it prefixes the variable paths) is the same too."""
 
-    def _init_fused(self):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._step_scalars = {}
 
     def _can_fuse(self, gradient, variable) -> bool:
@@ -92,10 +94,6 @@ class _FusedUpdate:
 class AdamW(_FusedUpdate, keras.optimizers.AdamW):
     """``keras.optimizers.AdamW`` with the fused update (module docstring)."""
 
-    def __init__(self, *args, name=None, **kwargs):
-        super().__init__(*args, name=name or auto_name(keras.optimizers.AdamW.__name__), **kwargs)
-        self._init_fused()
-
     def _can_fuse(self, gradient, variable) -> bool:
         return not self.amsgrad and super()._can_fuse(gradient, variable)
 
@@ -116,10 +114,6 @@ class AdamW(_FusedUpdate, keras.optimizers.AdamW):
 
 class SGD(_FusedUpdate, keras.optimizers.SGD):
     """``keras.optimizers.SGD`` with the fused update (module docstring)."""
-
-    def __init__(self, *args, name=None, **kwargs):
-        super().__init__(*args, name=name or auto_name(keras.optimizers.SGD.__name__), **kwargs)
-        self._init_fused()
 
     def _make_scalars(self, lr, dtype):
         return dict(lr=lr, momentum=tf.cast(self.momentum, dtype))
