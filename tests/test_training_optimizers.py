@@ -172,6 +172,23 @@ def test_keras_checkpoint_restores_into_fused(case, tmp_path):
     _assert_same((model_a, opt_a), (model_b, opt_b))
 
 
+@pytest.mark.parametrize("case", ["adamw", "sgd_momentum"])
+def test_keras_object_checkpoint_restores_into_fused(case, tmp_path):
+    """tf.train.Checkpoint(optimizer=...) keeps the Keras object graph too."""
+    keras_cls, fused_cls, kwargs = CASES[case]
+    images, labels = _batch()
+    model_a, opt_a = _model(), keras_cls(learning_rate=0.01, **kwargs)
+    model_b, opt_b = _model(), fused_cls(learning_rate=0.01, **kwargs)
+    for model, opt, steps in ((model_a, opt_a, 2), (model_b, opt_b, 1)):
+        _train(model, opt, steps, images, labels)
+    assert sorted(opt_b._trackable_children()) == sorted(opt_a._trackable_children())
+    path = tf.train.Checkpoint(optimizer=opt_a).write(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(optimizer=opt_b).read(path).assert_consumed()
+    assert int(opt_b.iterations) == 2
+    for va, vb in zip(opt_a.variables, opt_b.variables):
+        np.testing.assert_array_equal(np.asarray(va), np.asarray(vb), err_msg=va.path)
+
+
 MIRRORED = r"""
 import json, sys
 import numpy as np, tensorflow as tf

@@ -38,6 +38,15 @@ def _tf_variable(variable):
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
+class _StepScalars:
+    """The scalars of the update being built, keyed by (learning-rate tensor, dtype).
+    A plain object, not a dict attribute: Keras/TF would track a dict as a
+    checkpoint dependency of the optimizer."""
+
+    def __init__(self):
+        self.entries = {}
+
+
 class _FusedUpdate:
     """Mixin over a Keras optimizer: folds the decoupled weight decay into
     ``update_step`` and runs ``_fused_update`` there when :meth:`_can_fuse`.
@@ -46,7 +55,7 @@ class _FusedUpdate:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._step_scalars = {}
+        self._step_scalars = _StepScalars()
 
     def _can_fuse(self, gradient, variable) -> bool:
         return (not isinstance(gradient, tf.IndexedSlices)
@@ -56,21 +65,24 @@ class _FusedUpdate:
         """The step's scalars in `dtype`, built once per update (per replica:
         each replica passes its own learning-rate tensor)."""
         key = (id(learning_rate), dtype)
-        entry = self._step_scalars.get(key)
+        entries = self._step_scalars.entries
+        entry = entries.get(key)
         if entry is None:
             lr = tf.cast(learning_rate, dtype)
             scalars = self._make_scalars(lr, dtype)
             if self.weight_decay is not None:
                 scalars["decay"] = tf.cast(self.weight_decay, dtype) * lr
-            entry = self._step_scalars[key] = (learning_rate, scalars)  # holds the tensor: its id stays unique
+            entry = entries[key] = (learning_rate, scalars)  # holds the tensor: its id stays unique
         return entry[1]
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        self._step_scalars = {}  # a new step (an eager LR variable is the same object every step)
+        # A new step (an eager LR variable is the same object every step). Under
+        # MirroredStrategy each replica thread resets it: at worst a rebuild.
+        self._step_scalars.entries = {}
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
-            self._step_scalars = {}
+            self._step_scalars.entries = {}
 
     def _apply_weight_decay(self, variables):
         """Done per variable in :meth:`update_step` (same value: the schedule is
