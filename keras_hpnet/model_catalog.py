@@ -15,9 +15,21 @@ _MNET_OPTIONS = (Option("width", 1.0), Option("embedding_dim", 512))
 # HydraPlus-Net's stage-wise training (Liu et al. 2017, Sec. 3.3; training.stages):
 # M-net alone, then the AF-net on the fixed M-net, then the fusion layers.
 HPNET_STAGES = (
-    StageSpec("mnet", ("main_net", "fusion"), af_net=False, share=0.4),
+    StageSpec("mnet", ("main_net", "fusion"), switches=(("af_net_enabled", False),), share=0.4, note="AF-net off"),
     StageSpec("afnet", ("af_net", "fusion"), share=0.4),
     StageSpec("fusion", ("fusion",), share=0.2),
+)
+HPNET_PARTS = ("main_net", "af_net", "fusion")
+# HAT-CNN's attribute warm-up (--attribute_warmup, docs/training.md "The demo on AVX2
+# CPUs"): its attribute network is separate from HA-CNN, so it can train alone first,
+# on 2x2-average-pooled (half-resolution) images at a quarter of the cost, before
+# both networks train together at full resolution (the only resolution evaluated).
+HATCNN_PARTS = ("identity_net", "attribute_net")
+HATCNN_WARMUP = (
+    StageSpec("attributes", ("attribute_net",),
+              switches=(("identity_net_enabled", False), ("attribute_input_pool", 2)),
+              note="HA-CNN off, attribute network on half-resolution images"),
+    StageSpec("joint", HATCNN_PARTS),
 )
 
 HACNN = register(ModelSpec(
@@ -32,6 +44,7 @@ HATCNN = register(ModelSpec(
         help="Pooling of hatcnn's attribute network: avg (global average, the released HAT-CNN), max "
              "(global max; synthetic preset) or avgmax (their sum)."),),
     attributes="required", embedding_ends_with_attributes=True,
+    stage_parts=HATCNN_PARTS, attribute_warmup=HATCNN_WARMUP,
     summary="HAT-CNN: HA-CNN + attribute network, fixed 160x64"))
 # M-net / HP-Net default 256x128 (HxW): pedestrian crops are about 2:1 (Market-1501
 # 128x64, PA-100K/RAP/PETA portrait crops), so a 2:1 input keeps their aspect without
@@ -42,7 +55,7 @@ MNET = register(ModelSpec(
     options=_MNET_OPTIONS, summary="M-net (HydraPlus-Net's main net)"))
 HPNET = register(ModelSpec(
     name="hpnet", title="HP-Net", builder="keras_hpnet.models.hpnet:HPNet", default_input_shape=(256, 128, 3),
-    options=_MNET_OPTIONS + (Option("num_maps", 8), Option("af_width", 0.5)), stages=HPNET_STAGES,
+    options=_MNET_OPTIONS + (Option("num_maps", 8), Option("af_width", 0.5)), stages=HPNET_STAGES, stage_parts=HPNET_PARTS,
     summary="HydraPlus-Net (Liu et al. 2017): M-net + AF-net"))
 TINY = register(ModelSpec(
     name="tiny", title="TinyNet", builder="keras_hpnet.models.tiny:TinyNet", default_input_shape=(64, 32, 3),

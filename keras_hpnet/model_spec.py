@@ -49,13 +49,16 @@ class Option:
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
     """One training stage (training.stages): the model parts it trains (the
-    model's ``<part>_layers``), whether the AF-net runs, and its default share
-    of the run's epochs."""
+    model's ``<part>_layers``; the others are fixed), the model switches it
+    sets (``(attribute, value)`` pairs of the model's ``STAGE_SWITCHES``, the
+    others keep their defaults), its default share of the run's epochs and a
+    note for the log ("AF-net off")."""
 
     name: str
     trains: tuple
-    af_net: bool = True
+    switches: tuple = ()
     share: float = 0.0
+    note: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +76,11 @@ class ModelSpec:
         `num_attributes` dims are the attribute part (HAT-CNN), so evaluation
         reports ranking without it too.
     stages: the stage-wise training recipe (empty = end to end only).
+    stage_parts: the parts that stages train or fix (the model's
+        ``<part>_layers``), for `stages` and `attribute_warmup`.
+    attribute_warmup: the two stages of ``--attribute_warmup`` (HAT-CNN: the
+        separate attribute network alone at half resolution, then everything;
+        docs/training.md), empty when the model has no such warm-up.
     title: the paper's name of the network, for messages ("HP-Net").
     summary: one line for `--help` and docs.
     """
@@ -85,6 +93,8 @@ class ModelSpec:
     attributes: str = "optional"
     embedding_ends_with_attributes: bool = False
     stages: tuple = ()
+    stage_parts: tuple = ()
+    attribute_warmup: tuple = ()
     title: str = ""
     summary: str = ""
 

@@ -43,10 +43,11 @@ SCHEMA_VERSION = 2
 # precision and seed: RunPlan.resume_fields); SETTINGS do not (where to
 # write, how often to checkpoint, when to stop, what to run afterwards).
 SCHEDULE_KEYS = ("epochs", "batch_size", "steps_per_epoch", "lr", "optimizer", "momentum", "weight_decay",
-                 "lr_schedule", "lr_milestones", "lr_decay", "warmup_epochs", "stagewise", "stage_epochs", "strategy_replicas")
+                 "lr_schedule", "lr_milestones", "lr_decay", "warmup_epochs", "stagewise", "attribute_warmup", "stage_epochs",
+                 "strategy_replicas")
 # Fields added to config.json after schema 2, with the value a run written
 # before them trained with: a resume of such a run compares against these.
-ADDED_FIELD_DEFAULTS = {"lr_schedule": "multistep"}
+ADDED_FIELD_DEFAULTS = {"lr_schedule": "multistep", "attribute_warmup": 0.0}
 OBJECTIVE_KEYS = ("label_smoothing", "triplet_weight", "triplet_margin", "pk", "attribute_weight",
                   "attribute_weighting",
                   "seq_len", "temporal_pooling")  # video runs only (training.fit leaves them out of image runs)

@@ -162,3 +162,30 @@ def test_cpu_description_names_the_isa(tmp_path, monkeypatch):
     assert cpu.isa_summary(str(amx)) == "AVX2 FMA AVX-512 AVX512-VNNI AVX512-BF16 AMX-BF16 AMX-INT8"
     assert cpu.has_native_bfloat16(str(amx)) and not cpu.has_native_bfloat16(str(avx2))
     assert cpu.isa_summary(str(tmp_path / "missing")) == "unknown"
+
+
+def test_attribute_warmup_preset_flags_and_errors():
+    from keras_hpnet.model_catalog import HATCNN_WARMUP
+    from training import fit
+
+    demo = resolve_config({"model": "hatcnn"})  # the synthetic preset warms HAT-CNN's attribute network up
+    assert demo.attribute_warmup > 0 and len(demo.stage_epochs) == len(HATCNN_WARMUP)
+    assert sum(demo.stage_epochs) == demo.epochs and fit.make_stages(demo)[0].name == "attributes"
+    validate_config(demo)
+    for model in ("hacnn", "mnet", "hpnet"):  # models without a separate attribute network: end to end
+        cfg = resolve_config({"model": model})
+        assert cfg.attribute_warmup == 0 and not cfg.stage_epochs and fit.make_stages(cfg) is None
+    assert resolve_config({"model": "hatcnn", "epochs": 1}).attribute_warmup == 0  # no joint epoch left
+    cfg = resolve_config({"model": "hatcnn", "epochs": 10, "attribute_warmup": 0.3})
+    assert cfg.stage_epochs == [3, 7]
+    assert resolve_config({"model": "hatcnn", "attribute_warmup": 0}).stage_epochs == []
+    for given, message in [
+        ({"model": "hacnn", "attribute_warmup": 0.5}, "--attribute_warmup=0.5: only HAT-CNN has a separate"),
+        ({"model": "hatcnn", "attribute_warmup": 1.0}, r"a share of the epochs, in \[0, 1\)"),
+        ({"model": "hatcnn", "attribute_warmup": 0.5, "epochs": 1}, "2 stages .attributes, joint. of at least one"),
+        ({"model": "hatcnn", "stage_epochs": [1, 1, 1], "attribute_warmup": 0.5}, "2 stages"),
+        ({"model": "hacnn", "stage_epochs": [1, 1]}, "--stage_epochs needs --stagewise or --attribute_warmup"),
+        ({"model": "hpnet", "stagewise": True, "attribute_warmup": 0.5}, "only HAT-CNN"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            validate_config(resolve_config(given))

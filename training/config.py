@@ -86,7 +86,7 @@ PRESETS = {
         # (+6 points at 7 epochs over GAP); bf16 where the CPU runs it
         # natively (HAT-CNN step 0.55x the float32 CPU time) buys the epochs.
         PAPER, epochs=7, batch_size=32, optimizer="adam", lr=0.003, warmup_epochs=1, lr_milestones=(0.75,),
-        attribute_weighting="balanced", attribute_pooling="max", precision="auto",
+        attribute_weighting="balanced", attribute_pooling="max", precision="auto", attribute_warmup=0.57,
     ),
 }
 
@@ -115,6 +115,7 @@ class TrainConfig:
     attribute_weighting: str = "auto"  # auto: DeepMAR ratio weighting for attribute-only datasets; balanced: 1/(2r)
     attribute_pooling: str = "avg"  # a model option flag (hatcnn: avg, the released GAP; max; avgmax)
     stagewise: bool = False  # models with stages (hpnet: M-net, then AF-net, then fusion; training.stages)
+    attribute_warmup: float = 0.0  # share of the epochs for the spec's attribute warm-up (hatcnn; training.stages)
     stage_epochs: list = dataclasses.field(default_factory=list)  # epochs per stage; [] = split --epochs
     strategy: str = "auto"
     precision: str = "float32"  # Keras dtype policy of the model during training
@@ -222,6 +223,8 @@ def resolve_config(overrides: dict) -> TrainConfig:
     if model in available_models():  # a preset's model options apply to the models that have them
         for name in set(flag_options()) - set(spec(model).option_names):
             values.pop(name, None)
+        if not spec(model).attribute_warmup:
+            values.pop("attribute_warmup", None)
     if overrides.get("time_budget"):
         planned = [f"--{k}" for k in ("epochs", "steps_per_epoch", "stage_epochs") if overrides.get(k)]
         if planned:
@@ -240,16 +243,32 @@ def resolve_config(overrides: dict) -> TrainConfig:
     if "lr_milestones" in values:
         values["lr_milestones"] = tuple(float(m) for m in values["lr_milestones"])
     cfg = TrainConfig.from_dict(values)
-    stages = spec(cfg.model).stages if cfg.model in available_models() else ()
-    if cfg.stagewise and stages and not cfg.stage_epochs and cfg.epochs >= len(stages):
+    if cfg.attribute_warmup and cfg.epochs < 2 and overrides.get("attribute_warmup") is None:
+        cfg.attribute_warmup = 0.0  # the preset's warm-up needs a joint epoch after it
+    stages, shares = stage_plan(cfg)
+    if stages and not cfg.stage_epochs and cfg.epochs >= len(stages):
         from training.stages import split_epochs
 
-        cfg.stage_epochs = split_epochs(cfg.epochs, [s.share for s in stages])
+        cfg.stage_epochs = split_epochs(cfg.epochs, shares)
     if cfg.precision == "auto":
         cfg.precision = "mixed_bfloat16" if cpu_has_native_bfloat16() else "float32"
     if not cfg.out_dir:
         cfg.out_dir = os.path.join("runs", f"{cfg.model}-{cfg.dataset}")
     return cfg
+
+
+def stage_plan(cfg: TrainConfig) -> tuple:
+    """(stage specs, their epoch shares) of the run: the model's stages with
+    --stagewise, its attribute warm-up with --attribute_warmup (the flag is the
+    first stage's share), else ((), ()) for end-to-end training."""
+    if cfg.model not in available_models():
+        return (), ()
+    model_spec = spec(cfg.model)
+    if cfg.stagewise and model_spec.stages:
+        return model_spec.stages, [s.share for s in model_spec.stages]
+    if cfg.attribute_warmup and model_spec.attribute_warmup and not cfg.stagewise:
+        return model_spec.attribute_warmup, [cfg.attribute_warmup, 1.0 - cfg.attribute_warmup]
+    return (), ()
 
 
 def _choice(name, value, allowed):
@@ -343,8 +362,10 @@ def _check_video_flags(cfg: TrainConfig) -> None:
     if int(cfg.seq_len) < 1:
         raise ConfigError(f"--seq_len={cfg.seq_len}: must be >= 1")
     defaults = TrainConfig()
-    if cfg.dataset in VIDEO_DATASETS and cfg.stagewise:  # VideoModel does not forward the stage switches
-        raise ConfigError(f"--stagewise: stage-wise training is not offered for video datasets "
+    if cfg.dataset in VIDEO_DATASETS and (cfg.stagewise or cfg.attribute_warmup):
+        # VideoModel does not forward the stage switches
+        flag = "--stagewise" if cfg.stagewise else f"--attribute_warmup={cfg.attribute_warmup:g}"
+        raise ConfigError(f"{flag}: training in stages is not offered for video datasets "
                           f"(--dataset={cfg.dataset}); train the video model end to end")
     if cfg.dataset not in VIDEO_DATASETS:
         for name in ("seq_len", "temporal_pooling"):
@@ -373,10 +394,21 @@ def _check_stages(cfg: TrainConfig, model_spec) -> None:
         described = "; ".join(f"{s.title or s.name}'s ({', '.join(st.name for st in s.stages)})" for s in staged)
         raise ConfigError(f"--stagewise: stage-wise training is {described or 'not offered by any model'}; "
                           f"--model={cfg.model} trains end to end")
-    if cfg.stage_epochs and not cfg.stagewise:
-        raise ConfigError("--stage_epochs needs --stagewise")
-    if cfg.stagewise:
-        names = [st.name for st in model_spec.stages]
+    if not 0 <= cfg.attribute_warmup < 1:
+        raise ConfigError(f"--attribute_warmup={cfg.attribute_warmup:g}: a share of the epochs, in [0, 1)")
+    if cfg.attribute_warmup and not model_spec.attribute_warmup:
+        having = [spec(m).title or m for m in available_models() if spec(m).attribute_warmup]
+        raise ConfigError(f"--attribute_warmup={cfg.attribute_warmup:g}: only {', '.join(having) or 'no model'} "
+                          f"{'has' if len(having) == 1 else 'have'} a separate attribute network to warm up "
+                          f"(--model={cfg.model})")
+    if cfg.attribute_warmup and cfg.stagewise:
+        raise ConfigError(f"--attribute_warmup={cfg.attribute_warmup:g} and --stagewise: one staged recipe or "
+                          f"the other")
+    stages, _ = stage_plan(cfg)
+    if cfg.stage_epochs and not stages:
+        raise ConfigError("--stage_epochs needs --stagewise or --attribute_warmup")
+    if stages:
+        names = [st.name for st in stages]
         if len(cfg.stage_epochs) != len(names) or min(cfg.stage_epochs) < 1:
             raise ConfigError(f"--stage_epochs={','.join(map(str, cfg.stage_epochs)) or '(from --epochs)'}: "
                               f"{len(names)} stages ({', '.join(names)}) of at least one epoch each"

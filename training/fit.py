@@ -22,7 +22,7 @@ from keras_hpnet.datasets.combine import TEST_OPTION
 from keras_hpnet.model_spec import flag_options, spec
 from training.config import (ATTRIBUTE_WEIGHTINGS, DATASETS, GENERATED, LR_SCHEDULES, MODELS, OPTIMIZERS,
                              PRECISION_CHOICES, STRATEGIES, TEMPORAL_POOLINGS, ConfigError, TrainConfig,
-                             resolve_config, validate_config)
+                             resolve_config, stage_plan, validate_config)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "hatcnn", MODELS, "Network to train: " + "; ".join(
@@ -58,8 +58,12 @@ for _option in flag_options().values():  # model options (their specs'), e.g. --
     flags.DEFINE_enum(_option.name, None, _option.choices, _option.help)
 flags.DEFINE_boolean("stagewise", None, "hpnet: train stage-wise as the paper (M-net alone, then the AF-net on "
                      "the fixed M-net, then the fusion layers); default end to end. See training/stages.py.")
+flags.DEFINE_float("attribute_warmup", None, "hatcnn: share of the epochs in which the separate attribute "
+                   "network trains alone on half-resolution images before both networks train at full "
+                   "resolution (synthetic preset: 0.75; 0 = end to end). See docs/training.md.")
 flags.DEFINE_list("stage_epochs", None, "With --stagewise: epochs of the M-net, AF-net and fusion stages, e.g. "
-                  "3,3,2 (default: --epochs split 40/40/20%).")
+                  "3,3,2 (default: --epochs split 40/40/20%); with --attribute_warmup: of the attributes and "
+                  "joint stages.")
 flags.DEFINE_enum("strategy", None, STRATEGIES, "tf.distribute strategy (auto: multi_worker if TF_CONFIG, "
                   "mirrored if several GPUs, else default).")
 flags.DEFINE_enum("precision", None, PRECISION_CHOICES, "Keras dtype policy for training: float32, "
@@ -200,12 +204,14 @@ def build_model(plan):
 
 
 def make_stages(cfg: TrainConfig):
-    """The training stages of a --stagewise run (the model spec's, training.stages), else None (end to end)."""
-    if not cfg.stagewise:
+    """The training stages of a --stagewise or --attribute_warmup run (the
+    model spec's, training.stages), else None (end to end)."""
+    stages, _ = stage_plan(cfg)
+    if not stages:
         return None
     from training.stages import model_stages
 
-    return model_stages(spec(cfg.model).stages, cfg.stage_epochs)
+    return model_stages(stages, cfg.stage_epochs, spec(cfg.model).stage_parts)
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, stages=None):
@@ -243,7 +249,12 @@ def make_loss_fn(cfg: TrainConfig, num_classes: int, num_attributes: int, positi
 
     def loss_fn(outputs, labels):
         terms = {}
-        if num_classes:
+        if num_classes and "identity_logits" not in outputs:  # a stage without the identity network
+            zero = ops.zeros_like(outputs["attribute_logits"][:, 0])
+            terms["id"] = zero
+            if cfg.triplet_weight:
+                terms["triplet"] = zero
+        elif num_classes:
             heads = outputs["identity_logits"]
             terms["id"] = sum(losses.identity_cross_entropy(labels["pid"], z, cfg.label_smoothing)
                               for z in heads) / len(heads)
@@ -408,7 +419,7 @@ def plan_time_budget(cfg: TrainConfig, make_probe, strategy, started, data_steps
                 speed = budget_lib.measure_speed(probe, probe.stages or None, build_seconds=built)
             del probe
             gc.collect()
-            shares = [s.share for s in spec(cfg.model).stages] if cfg.stagewise else (1.0,)
+            shares = stage_plan(cfg)[1] or (1.0,)
             plan = budget_lib.plan_budget(
                 cfg.time_budget, spent=time.time() - started, speed=speed, data_steps_per_epoch=data_steps_per_epoch,
                 checkpoint_every=cfg.checkpoint_every, shares=shares)

@@ -1,4 +1,4 @@
-"""Stage-wise training of HydraPlus-Net (Liu et al. 2017).
+"""Training in stages: HydraPlus-Net's stage-wise recipe and HAT-CNN's attribute warm-up.
 
 The paper trains HP-Net in stages rather than end to end: first the main net
 (M-net) alone, then the attentive feature net (AF-net, the MDA modules) on
@@ -13,6 +13,12 @@ afnet  AF-net + fusion FC + heads       on, M-net fixed
 fusion fusion FC + heads                on, M-net and AF-net fixed
 ====== ================================ ==================================
 
+HAT-CNN's attribute warm-up (``--attribute_warmup SHARE``, its spec's
+``attribute_warmup``) is two stages of the same kind: ``attributes`` trains
+the separate attribute network alone on half-resolution images (HA-CNN is
+fixed and not run), ``joint`` trains both at full resolution
+(docs/training.md "The demo on AVX2 CPUs").
+
 A fixed part also keeps its BatchNorm statistics (Keras runs a non-trainable
 BatchNormalization in inference mode). The stage of a step follows from its
 epoch, so a resumed run continues in the right stage; the learning-rate
@@ -23,48 +29,55 @@ from __future__ import annotations
 
 import dataclasses
 
-# The stages are the model's (its spec's `stages`, keras_hpnet.model_catalog):
-# this module only turns them and their epoch shares into per-epoch stages.
+# The stages are the model's (its spec's `stages` / `attribute_warmup`,
+# keras_hpnet.model_catalog) and so are the switches (the model class's
+# STAGE_SWITCHES): this module only turns them and their epochs into per-epoch stages.
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingStage:
-    """One stage: the model parts it trains (``main_net``, ``af_net``,
-    ``fusion``: the model's ``<part>_layers``), whether the AF-net runs, and
-    its epochs ``[first_epoch, first_epoch + epochs)`` (0-based)."""
+    """One stage: the model parts it trains (of ``parts``, the model's
+    ``<part>_layers``; the others are fixed), the model switches it sets
+    (``(attribute, value)`` pairs of the model's ``STAGE_SWITCHES``; the
+    others keep their defaults) and its epochs ``[first_epoch, first_epoch +
+    epochs)`` (0-based)."""
 
     name: str
     first_epoch: int
     epochs: int
     trains: tuple
-    af_net: bool = True
-
-    PARTS = ("main_net", "af_net", "fusion")
+    parts: tuple
+    switches: tuple = ()
+    note: str = ""
 
     def apply(self, model) -> None:
-        """Freeze every part this stage does not train; switch the AF-net."""
-        _set_parts(model, self.trains, self.af_net)
+        """Freeze every part this stage does not train; set its switches."""
+        _set_parts(model, self.parts, self.trains, dict(self.switches))
 
-    @staticmethod
-    def release(model) -> None:
-        """Back to the plain model: every part trainable, the AF-net on."""
-        _set_parts(model, TrainingStage.PARTS, True)
+    def release(self, model) -> None:
+        """Back to the plain model: every part trainable, every switch at its default."""
+        _set_parts(model, self.parts, self.parts, {})
 
     def describe(self) -> str:
-        fixed = [p for p in self.PARTS if p not in self.trains and (p != "af_net" or self.af_net)]
+        fixed = [p for p in self.parts if p not in self.trains]
         text = f"{self.name}: trains {' + '.join(self.trains)}"
         if fixed:
             text += f", {' + '.join(fixed)} fixed"
-        if not self.af_net:
-            text += ", AF-net off"
+        if self.note:
+            text += f", {self.note}"
         return text
 
 
-def _set_parts(model, trains, af_net):
-    for part in TrainingStage.PARTS:
+def _set_parts(model, parts, trains, switches):
+    defaults = getattr(model, "STAGE_SWITCHES", {})
+    unknown = sorted(set(switches) - set(defaults))
+    if unknown:
+        raise ValueError(f"{model.name}: no stage switch {', '.join(unknown)} (has: {', '.join(defaults) or 'none'})")
+    for part in parts:
         for layer in getattr(model, f"{part}_layers"):
             layer.trainable = part in trains
-    model.af_net_enabled = af_net
+    for name, default in defaults.items():
+        setattr(model, name, switches.get(name, default))
 
 
 def split_epochs(epochs: int, shares) -> list[int]:
@@ -78,8 +91,9 @@ def split_epochs(epochs: int, shares) -> list[int]:
     return first + [epochs - sum(first)]
 
 
-def model_stages(stage_specs, stage_epochs) -> list[TrainingStage]:
-    """The training stages of a model (its spec's ``stages``) with the given epochs each."""
+def model_stages(stage_specs, stage_epochs, parts) -> list[TrainingStage]:
+    """The training stages ``stage_specs`` (a spec's ``stages`` or
+    ``attribute_warmup``) of a model with ``parts``, with the given epochs each."""
     stage_epochs = [int(e) for e in stage_epochs]
     names = [s.name for s in stage_specs]
     if len(stage_epochs) != len(names) or min(stage_epochs) < 1:
@@ -87,7 +101,7 @@ def model_stages(stage_specs, stage_epochs) -> list[TrainingStage]:
                          f"({', '.join(names)}), got {stage_epochs}")
     stages, first = [], 0
     for s, epochs in zip(stage_specs, stage_epochs):
-        stages.append(TrainingStage(s.name, first, epochs, tuple(s.trains), af_net=s.af_net))
+        stages.append(TrainingStage(s.name, first, epochs, tuple(s.trains), tuple(parts), tuple(s.switches), s.note))
         first += epochs
     return stages
 

@@ -55,6 +55,10 @@ class PedestrianModel(keras.Model):
 
     model_name = "base"  # the registry name; its spec (keras_hpnet.model_spec) describes the class
 
+    # Attributes a training stage may set (training.stages), with their defaults:
+    # the model's behaviour outside stages. Subclasses with stages declare theirs.
+    STAGE_SWITCHES = {}
+
     def __init__(self, num_classes, num_attributes, input_shape, attribute_names=None, **kwargs):
         super().__init__(**kwargs)
         self._num_classes = int(num_classes)
@@ -65,6 +69,8 @@ class PedestrianModel(keras.Model):
             raise ValueError(f"{self.model_name}: {len(names)} attribute_names for "
                              f"num_attributes={self._num_attributes}")
         self._attribute_names = names
+        for name, default in self.STAGE_SWITCHES.items():  # the training stages' switches (training.stages)
+            setattr(self, name, default)
 
     @property
     def spec(self):

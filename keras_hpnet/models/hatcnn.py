@@ -87,11 +87,27 @@ class HATCNN(HACNN):
     """
 
     model_name = "hatcnn"
+    # Stage switches (training.stages; the attribute warm-up, docs/training.md): with
+    # identity_net_enabled False a training call runs the attribute network alone
+    # (no identity logits), on images average-pooled by attribute_input_pool.
+    # Inference always runs everything at full resolution.
+    STAGE_SWITCHES = {"identity_net_enabled": True, "attribute_input_pool": 1}
+
     def __init__(self, num_classes, num_attributes=0, input_shape=None, attribute_pooling="avg", **kwargs):
         super().__init__(num_classes, num_attributes, input_shape, **kwargs)
         _check_pooling(attribute_pooling, f"{self.model_name}: attribute_pooling")
         self.attribute_net = AttributeNetwork(self._num_attributes, pooling=attribute_pooling,
                                               name="attribute_net")
+
+    @property
+    def identity_net_layers(self):
+        """HA-CNN: every layer but the attribute network (a stage part, training.stages)."""
+        return [layer for layer in self._flatten_layers(include_self=False, recursive=False)
+                if layer is not self.attribute_net]
+
+    @property
+    def attribute_net_layers(self):
+        return [self.attribute_net]
 
     @property
     def attribute_pooling(self):
@@ -106,9 +122,17 @@ class HATCNN(HACNN):
     def embedding_dim(self):
         return 2 * self.feature_dim + self._num_attributes
 
+    def _attribute_logits(self, x, training):
+        x = self.normalize(x)
+        if training and self.attribute_input_pool > 1:
+            x = keras.ops.average_pool(x, self.attribute_input_pool, self.attribute_input_pool)
+        return self.attribute_net(x, training=training)
+
     def _forward(self, x, training=False):
+        if training and not self.identity_net_enabled:
+            return {"attribute_logits": self._attribute_logits(x, training)}, {}
         out, attention = super()._forward(x, training)
-        logits = self.attribute_net(self.normalize(x), training=training)
+        logits = self._attribute_logits(x, training)
         out["attribute_logits"] = logits
         out["embedding"] = keras.ops.concatenate([out["embedding"], l2_normalize(logits)], axis=-1)
         return out, attention

@@ -30,6 +30,10 @@ class HPNet(MNet):
     """
 
     model_name = "hpnet"
+    # Stage-wise training (the paper's: M-net first, then the AF-net on the fixed
+    # M-net) starts with M-net alone: with af_net_enabled off the AF-net is not run
+    # and its part of the fused feature is zeros (training.stages).
+    STAGE_SWITCHES = {"af_net_enabled": True}
 
     def __init__(self, num_classes, num_attributes=0, input_shape=None, num_maps=8,
                  af_width=0.5, **kwargs):
@@ -47,10 +51,6 @@ class HPNet(MNet):
             MultiDirectionalAttention(tails, self.num_maps, name=f"mda{m + 1}") for m in range(3)
         ]
 
-        # Stage-wise training (the paper's: M-net first, then the AF-net on the
-        # fixed M-net) starts with M-net alone: with this off the AF-net is not
-        # run and its part of the fused feature is zeros (training.stages).
-        self.af_net_enabled = True
 
     @property
     def af_net_layers(self):
