@@ -30,9 +30,9 @@ strategy, ``MirroredStrategy`` and ``MultiWorkerMirroredStrategy``.
   in float32 and the optimizer updates the float32 variables; checkpoints hold
   float32 values whatever the policy. :func:`float32_copy` gives the float32
   model that is saved, evaluated and exported.
-- Speed: the first step traces and optimises the step graph (~30 s for
-  HAT-CNN on 2 cores, the Keras optimizer's per-variable update is half of
-  the trace); ``history.csv`` reports it as ``first_step_seconds`` and gives
+- Speed: the first step traces and optimises the step graph (~17 s for
+  HAT-CNN on 2 cores with the fused optimizer update of training.optimizers;
+  ~50 s with Keras's per-variable one); ``history.csv`` reports it as ``first_step_seconds`` and gives
   ``images_per_sec`` over the other steps, plus the time spent waiting for the
   input pipeline (``input_wait``).
 """
