@@ -4,6 +4,7 @@
     python benchmarks/bench_attributes.py --epochs=10 --policy=float32
     python benchmarks/bench_attributes.py --weighting=deepmar --epochs=4  # an earlier preset
     python benchmarks/bench_attributes.py --pooling=avg                   # the released GAP
+    python benchmarks/bench_attributes.py --epochs=7 --half_res_epochs=4  # the warm-up's attribute part
 
 Trains only `AttributeNetwork` (HAT-CNN's separate attribute branch) with the
 demo's data, augmentation, batches, optimizer and schedule, and prints the test
@@ -33,6 +34,8 @@ flags.DEFINE_enum("policy", "mixed_bfloat16", ["float32", "mixed_bfloat16"], "Ke
 flags.DEFINE_integer("pad", 10, "pad-and-crop augmentation (0: off)")
 flags.DEFINE_float("erasing", 0.0, "random-erasing probability")
 flags.DEFINE_integer("seed", 0, "seed")
+flags.DEFINE_integer("half_res_epochs", 0, "first epochs on 2x2-average-pooled images (HAT-CNN's attribute "
+                     "warm-up, --attribute_warmup of training.fit); the rest and the test at full resolution")
 
 
 def main(argv):
@@ -61,7 +64,7 @@ def main(argv):
     ratio = losses.attribute_positive_ratio(np.stack([r.attributes for r in train]))
     size = (160, 64)  # HAT-CNN's input
 
-    inputs = keras.Input(size + (3,))
+    inputs = keras.Input((None, None, 3))  # the attribute network is fully convolutional
     model = keras.Model(inputs, AttributeNetwork(len(names), pooling=FLAGS.pooling)(ImageNormalization()(inputs)))
     spe = steps_per_epoch(train, FLAGS.batch_size)
     total = FLAGS.epochs * spe
@@ -70,14 +73,17 @@ def main(argv):
     positive_ratio = None if FLAGS.weighting == "none" else ratio
     scheme = "deepmar" if FLAGS.weighting == "none" else FLAGS.weighting
 
-    @tf.function
-    def step(images, labels):
+    def step_fn(images, labels, pool):
+        if pool:  # the normalisation is per pixel, so pooling before it equals HATCNN's pooling after it
+            images = keras.ops.average_pool(keras.ops.cast(images, "float32"), 2, 2)
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss = tf.reduce_mean(losses.weighted_attribute_bce(labels, logits, positive_ratio, scheme=scheme))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
+
+    steps = {pool: tf.function(lambda i, l, pool=pool: step_fn(i, l, pool)) for pool in (False, True)}
 
     def predict(records):
         probs, index = [], []
@@ -92,14 +98,14 @@ def main(argv):
         for images, labels in make_dataset(train, input_size=size, batch_size=FLAGS.batch_size, training=True,
                                            seed=FLAGS.seed, epoch=epoch, cache=True, pad=FLAGS.pad,
                                            erasing_probability=FLAGS.erasing):
-            loss = step(images, tf.cast(labels["attributes"], tf.float32))
+            loss = steps[epoch < FLAGS.half_res_epochs](images, tf.cast(labels["attributes"], tf.float32))
         print(f"epoch {epoch + 1}/{FLAGS.epochs}: loss {float(loss):.4f}, {time.perf_counter() - t0:.0f} s", flush=True)
     seconds = time.perf_counter() - t0
     test_p, test_y = predict(test)
     train_p, train_y = predict(train)
 
     print(f"\nweighting {FLAGS.weighting}, pooling {FLAGS.pooling}, policy {FLAGS.policy}, {FLAGS.epochs} epochs, "
-          f"lr {FLAGS.lr}, batch {FLAGS.batch_size}, {len(train)} train images / {ds.num_train_pids} identities")
+          f"lr {FLAGS.lr}, batch {FLAGS.batch_size}, half-resolution epochs {FLAGS.half_res_epochs}, {len(train)} train images / {ds.num_train_pids} identities")
     test_m, train_m = attribute_metrics(test_p, test_y), attribute_metrics(train_p, train_y)
     print("| test mA | train mA | steps | train s |\n|---|---|---|---|")
     print(f"| {test_m['mA']:.4f} | {train_m['mA']:.4f} | {total} | {seconds:.0f} |")
