@@ -78,5 +78,8 @@ def test_mars_needs_data_dir():
 
 
 def test_stagewise_refused_for_video():
-    with pytest.raises(ConfigError, match="--stagewise: stage-wise training is not offered for video datasets"):
+    with pytest.raises(ConfigError, match="--stagewise: training in stages is not offered for video datasets"):
         validate_config(resolve_config({"model": "hpnet", "dataset": "synthetic_mars", "stagewise": True}))
+    with pytest.raises(ConfigError, match="--attribute_warmup=0.5: training in stages is not offered for video"):
+        validate_config(resolve_config({"model": "hatcnn", "dataset": "synthetic_mars", "attribute_warmup": 0.5}))
+    assert resolve_config({"model": "hatcnn", "dataset": "synthetic_mars"}).attribute_warmup == 0  # not preset
