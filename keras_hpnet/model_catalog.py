@@ -20,8 +20,9 @@ HPNET_STAGES = (
     StageSpec("fusion", ("fusion",), share=0.2),
 )
 HPNET_PARTS = ("main_net", "af_net", "fusion")
-# HAT-CNN's attribute warm-up (--attribute_warmup, docs/training.md "The demo on AVX2
-# CPUs"): its attribute network is separate from HA-CNN, so it can train alone first,
+# HAT-CNN's attribute warm-up (--attribute_warmup; docs/training.md "HAT-CNN: the
+# attribute warm-up", docs/models.md "The demo on a 2-core AVX2 CPU"): its attribute
+# network is separate from HA-CNN, so it can train alone first,
 # on 2x2-average-pooled (half-resolution) images at a quarter of the cost, before
 # both networks train together at full resolution (the only resolution evaluated).
 HATCNN_PARTS = ("identity_net", "attribute_net")
@@ -55,7 +56,8 @@ MNET = register(ModelSpec(
     options=_MNET_OPTIONS, summary="M-net (HydraPlus-Net's main net)"))
 HPNET = register(ModelSpec(
     name="hpnet", title="HP-Net", builder="keras_hpnet.models.hpnet:HPNet", default_input_shape=(256, 128, 3),
-    options=_MNET_OPTIONS + (Option("num_maps", 8), Option("af_width", 0.5)), stages=HPNET_STAGES, stage_parts=HPNET_PARTS,
+    options=_MNET_OPTIONS + (Option("num_maps", 8), Option("af_width", 0.5)),
+    stages=HPNET_STAGES, stage_parts=HPNET_PARTS,
     summary="HydraPlus-Net (Liu et al. 2017): M-net + AF-net"))
 TINY = register(ModelSpec(
     name="tiny", title="TinyNet", builder="keras_hpnet.models.tiny:TinyNet", default_input_shape=(64, 32, 3),

@@ -17,7 +17,7 @@ HAT-CNN's attribute warm-up (``--attribute_warmup SHARE``, its spec's
 ``attribute_warmup``) is two stages of the same kind: ``attributes`` trains
 the separate attribute network alone on half-resolution images (HA-CNN is
 fixed and not run), ``joint`` trains both at full resolution
-(docs/training.md "The demo on AVX2 CPUs").
+(docs/training.md "HAT-CNN: the attribute warm-up").
 
 A fixed part also keeps its BatchNorm statistics (Keras runs a non-trainable
 BatchNormalization in inference mode). The stage of a step follows from its
