@@ -36,7 +36,8 @@ def main(argv=None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = torchreid.models.build_model(name="hacnn", num_classes=args.num_classes, pretrained=False)
+    model = torchreid.models.build_model(name="hacnn", num_classes=args.num_classes, pretrained=False,
+                                         use_gpu=False)  # torchreid moves the sampler theta to CUDA otherwise
     model.eval()
     x = torch.rand(1, 3, 160, 64)
     times = []
