@@ -263,3 +263,16 @@ def test_make_optimizer_uses_the_fused_classes(name, cls):
     assert type(opt) is cls and opt.weight_decay == 5e-4
     if name == "sgd":
         assert opt.momentum == 0.9
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_make_optimizer_without_weight_decay(name):
+    """--weight_decay 0 builds the optimizer (AdamW refuses None) and decays nothing."""
+    from training import fit
+    from training.config import resolve_config
+
+    cfg = resolve_config({"model": "tiny", "optimizer": name, "weight_decay": 0.0, "lr": 0.1})
+    opt = fit.make_optimizer(cfg, steps_per_epoch=10)
+    var = keras.Variable(np.ones(3, "float32"))
+    opt.apply_gradients([(keras.ops.zeros(3), var)])  # a zero gradient: only weight decay could move it
+    np.testing.assert_array_equal(np.asarray(var), np.ones(3, "float32"))
