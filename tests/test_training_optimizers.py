@@ -135,6 +135,14 @@ def test_fused_graph_is_smaller(case, fused_op):
     assert fused_nodes < 0.8 * keras_nodes, (fused_nodes, keras_nodes)
 
 
+def test_zero_weight_decay_adds_no_decay_op():
+    """weight_decay 0 (what --weight_decay 0 gives) updates like None: no decay op per variable."""
+    _, with_decay = _update_ops(optimizers.AdamW, weight_decay=0.05)
+    _, zero = _update_ops(optimizers.AdamW, weight_decay=0.0)
+    assert "ResourceApplyGradientDescent" in with_decay and "ResourceApplyGradientDescent" not in zero
+    assert "ResourceApplyAdam" in zero
+
+
 def test_fallback_keeps_keras_update():
     """AMSGrad has no fused path: Keras' ops run (and match, test above)."""
     _, ops = _update_ops(optimizers.AdamW, weight_decay=0.05, amsgrad=True)

@@ -233,8 +233,8 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, stages=None):
     else:
         schedule = schedule_of(cfg.epochs)
     if cfg.optimizer == "sgd":
-        return optimizers.SGD(schedule, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None)
-    return optimizers.AdamW(schedule, weight_decay=float(cfg.weight_decay))  # AdamW refuses None; 0 = no decay
+        return optimizers.SGD(schedule, momentum=cfg.momentum, weight_decay=float(cfg.weight_decay))
+    return optimizers.AdamW(schedule, weight_decay=float(cfg.weight_decay))  # 0: no decay op (training.optimizers)
 
 
 def make_loss_fn(cfg: TrainConfig, num_classes: int, num_attributes: int, positive_ratio=None,

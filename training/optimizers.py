@@ -70,7 +70,7 @@ class _FusedUpdate:
         if entry is None:
             lr = tf.cast(learning_rate, dtype)
             scalars = self._make_scalars(lr, dtype)
-            if self.weight_decay is not None:
+            if self._decays():
                 scalars["decay"] = tf.cast(self.weight_decay, dtype) * lr
             entry = entries[key] = (learning_rate, scalars)  # holds the tensor: its id stays unique
         return entry[1]
@@ -84,6 +84,11 @@ class _FusedUpdate:
         finally:
             self._step_scalars.entries = {}
 
+    def _decays(self) -> bool:
+        """Weight decay is on: None and 0 both mean off (a decay by 0 changes
+        nothing, so it adds no op per variable)."""
+        return bool(self.weight_decay)
+
     def _apply_weight_decay(self, variables):
         """Done per variable in :meth:`update_step` (same value: the schedule is
         read at the same iteration), so the schedule is evaluated once."""
@@ -91,7 +96,7 @@ class _FusedUpdate:
     def update_step(self, gradient, variable, learning_rate):
         var = _tf_variable(variable)
         dtype = tf.as_dtype(var.dtype)
-        decays = self.weight_decay is not None and self._use_weight_decay(var)
+        decays = self._decays() and self._use_weight_decay(var)
         if not self._can_fuse(gradient, var):  # Keras' own decay and update
             if decays:
                 lr = tf.cast(learning_rate, dtype)
