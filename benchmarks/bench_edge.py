@@ -15,6 +15,10 @@ LiteRT's reference kernels run it.
 torchreid's HA-CNN in PyTorch, `reference_torch_hacnn.py`; benchmarks/README.md)
 runs `--reference_runs` times between the rounds of each model's timing, and
 the table gains its median and the ratios reference / format.
+`--xnnpack_isa avx2`: XNNPACK runs the kernels it picks on an AVX2 CPU without
+AVX-512 or VNNI (benchmarks/xnnpack_isa.py); with `TF_ENABLE_ONEDNN_OPTS=0`
+(TensorFlow's default there) or `ONEDNN_MAX_CPU_ISA=AVX2` for the TF formats,
+the whole table is an AVX2 CPU's.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import xnnpack_isa  # noqa: E402
 from benchmarks.reference import ReferenceCommandError, run_reference  # noqa: E402
 from keras_hpnet.cpu import describe  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -92,6 +97,8 @@ def bench_model(name, model, metadata, calib, args, work):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             it = make_interpreter(path, args.threads)
+        if args.xnnpack_isa == "avx2":
+            xnnpack_isa.check_capped()
         if any("XNNPACK" in str(c.message) for c in caught):
             kern = "builtin"
         else:
@@ -129,7 +136,16 @@ def main(argv=None):
                    help="a shell command printing a line p50_ms=<number>, run between the timing rounds "
                         "(e.g. \"python benchmarks/reference_torch_hacnn.py --threads 2\")")
     p.add_argument("--reference_runs", type=int, default=3, help="runs of the reference command per model")
+    p.add_argument("--xnnpack_isa", choices=("native", "avx2"), default="native",
+                   help="avx2: XNNPACK kernels of an AVX2 CPU without AVX-512/VNNI (benchmarks/xnnpack_isa.py)")
     args = p.parse_args(argv)
+    isa_line = None
+    if args.xnnpack_isa == "avx2":
+        try:
+            isa_line = xnnpack_isa.cap_to_avx2()
+        except xnnpack_isa.CapError as e:
+            print(f"error: --xnnpack_isa avx2: {e}", file=sys.stderr)
+            return 2
     if args.reference is not None and (not args.reference.strip() or args.reference_runs < 1):
         p.error("--reference needs a command and --reference_runs >= 1")
     if args.reference:  # fails fast, before the conversions
@@ -162,6 +178,8 @@ def main(argv=None):
                 calib = np.random.default_rng(1).integers(0, 256, (args.num_calibration, h, w, 3)).astype(np.uint8)
                 jobs.append((name, model, md, calib))
         print(describe())
+        if isa_line:
+            print(isa_line)
         print(f"batch 1, {args.runs} runs per format (interleaved), LiteRT threads {args.threads}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         print(f"{'model':<8} {'format':<20} {'size MB':>8} {'p50 ms':>8} {'p90 ms':>8}  kernels")
