@@ -139,6 +139,8 @@ def main(argv=None):
     p.add_argument("--xnnpack_isa", choices=("native", "avx2"), default="native",
                    help="avx2: XNNPACK kernels of an AVX2 CPU without AVX-512/VNNI (benchmarks/xnnpack_isa.py)")
     args = p.parse_args(argv)
+    if args.reference is not None and (not args.reference.strip() or args.reference_runs < 1):
+        p.error("--reference needs a command and --reference_runs >= 1")
     isa_line = None
     if args.xnnpack_isa == "avx2":
         try:
@@ -146,8 +148,6 @@ def main(argv=None):
         except xnnpack_isa.CapError as e:
             print(f"error: --xnnpack_isa avx2: {e}", file=sys.stderr)
             return 2
-    if args.reference is not None and (not args.reference.strip() or args.reference_runs < 1):
-        p.error("--reference needs a command and --reference_runs >= 1")
     if args.reference:  # fails fast, before the conversions
         try:
             print(f"reference check run (not counted): p50 {run_reference(args.reference):.2f} ms", flush=True)

@@ -53,20 +53,23 @@ def elf_symbols(path: str, names: set[str]) -> dict[str, tuple[int, int]]:
         data = f.read()
     if data[:4] != b"\x7fELF" or data[4] != 2:
         raise CapError(f"{path}: not an ELF64 file")
-    (shoff,) = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
     found = {}
-    for sec in sections:
-        if sec[1] != 2:  # SHT_SYMTAB
-            continue
-        strtab_off = sections[sec[6]][4]
-        for off in range(sec[4], sec[4] + sec[5], 24):
-            name_off, _, _, _, value, size = struct.unpack_from("<IBBHQQ", data, off)
-            start = strtab_off + name_off
-            name = data[start:data.index(b"\0", start)].decode("ascii", "replace")
-            if name in names:
-                found[name] = (value, size)
+    try:
+        (shoff,) = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+        for sec in sections:
+            if sec[1] != 2:  # SHT_SYMTAB
+                continue
+            strtab_off = sections[sec[6]][4]
+            for off in range(sec[4], sec[4] + sec[5], 24):
+                name_off, _, _, _, value, size = struct.unpack_from("<IBBHQQ", data, off)
+                start = strtab_off + name_off
+                name = data[start:data.index(b"\0", start)].decode("ascii", "replace")
+                if name in names:
+                    found[name] = (value, size)
+    except (struct.error, IndexError, ValueError) as e:
+        raise CapError(f"{path}: truncated or malformed ELF section/symbol table ({e})") from None
     return found
 
 

@@ -76,3 +76,6 @@ def test_elf_symbols_reads_a_symbol_table(tmp_path):
     with pytest.raises(xnnpack_isa.CapError, match="not an ELF64"):
         (tmp_path / "x.so").write_bytes(b"not elf")
         xnnpack_isa.elf_symbols(str(tmp_path / "x.so"), {"a"})
+    with pytest.raises(xnnpack_isa.CapError, match="x.so: truncated or malformed"):
+        (tmp_path / "x.so").write_bytes(b"\x7fELF\x02" + b"\0" * 20)
+        xnnpack_isa.elf_symbols(str(tmp_path / "x.so"), {"a"})
